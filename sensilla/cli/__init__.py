@@ -1,0 +1,1 @@
+"""The `sensilla` command line."""
