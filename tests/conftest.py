@@ -1,8 +1,10 @@
-"""Shared test configuration: markers and privilege checks."""
+"""Shared test configuration: privilege checks and the lab fixtures."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -14,3 +16,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "needs_root" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def bare_lab() -> Iterator[Any]:
+    """A lab with pod servers only (no collectors, no relay), shared by a session.
+
+    Tests must leave it as they found it (labels, policies)."""
+    from sensilla.lab import Options, temporary_lab
+
+    with temporary_lab("tb", options=Options(relay=False, collectors=False)) as lab:
+        yield lab
+
+
+@pytest.fixture
+def lab_factory() -> Iterator[Any]:
+    """Make labs with custom specs/options; all are removed at the end of the test."""
+    import contextlib
+
+    from sensilla.lab import temporary_lab
+
+    with contextlib.ExitStack() as stack:
+
+        def make(prefix: str = "tf", spec_path: str | None = None, options: Any = None) -> Any:
+            return stack.enter_context(temporary_lab(prefix, spec_path, options))
+
+        yield make
