@@ -1,0 +1,19 @@
+"""`sensilla demo`: the whole system on one machine in one command."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("demo", help="run the all-in-one demo (lab, agents, relay, UI)")
+    p.add_argument("--name", default="sensilla", help="lab name (default: %(default)s)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--no-ui", action="store_true", help="do not start the UI")
+    p.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from sensilla.demo import run
+
+    return run(args.name, duration=args.duration, ui=not args.no_ui)
