@@ -20,8 +20,8 @@ def stale(proto: Path) -> bool:
 
 
 def main() -> int:
-    from grpc_tools import protoc  # imported late: only needed when regenerating
     import grpc_tools
+    from grpc_tools import protoc  # imported late: only needed when regenerating
 
     protos = sorted(PROTO_DIR.glob("*.proto"))
     if not any(stale(p) for p in protos) and "--force" not in sys.argv:
