@@ -116,6 +116,14 @@ def _no_duplicate_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return str(problem).replace("\n", " ")
+
+
 def load_documents(text: str, source: str = "<input>") -> list[tuple[str, Any]]:
     """Split YAML or JSON text into (label, object) pairs; `kind: List` is expanded
     into its items. Raises PolicyValidationError when the text does not parse."""
@@ -141,7 +149,7 @@ def load_documents(text: str, source: str = "<input>") -> list[tuple[str, Any]]:
             raw = list(yaml.load_all(text, Loader=_StrictLoader))
         except yaml.YAMLError as exc:
             raise PolicyValidationError(
-                [FieldError("", "Malformed document", f"invalid YAML: {exc}".replace("\n", " "))],
+                [FieldError("", "Malformed document", f"invalid YAML: {_yaml_problem(exc)}")],
                 source,
             ) from None
     out: list[tuple[str, Any]] = []
