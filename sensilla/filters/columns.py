@@ -29,6 +29,7 @@ FLOW_COLUMNS: dict[str, str] = {
     "traffic_direction": "UInt8",  # flow.TrafficDirection
     "is_reply": "UInt8",  # 0 unknown, 1 false, 2 true (is_reply is a BoolValue)
     "ip_version": "UInt8",  # flow.IPVersion
+    # the address string as the flow carries it, "" when it is not an IP address
     "src_ip": "String",
     "dst_ip": "String",
     "protocol": "String",  # lower case: tcp, udp, icmpv4, icmpv6, sctp, or ""
@@ -40,8 +41,8 @@ FLOW_COLUMNS: dict[str, str] = {
     "src_namespace": "String",
     "src_pod": "String",
     "src_identity": "UInt32",
-    "src_labels": "Array(String)",  # "k8s:key=value"
-    "src_workload": "String",
+    "src_labels": "Array(String)",  # "k8s:key=value" (Cilium's label form, "source:key[=value]")
+    "src_workload": "String",  # the first workload's name and kind
     "src_workload_kind": "String",
     "src_service": "String",  # "namespace/name" or ""
     "dst_namespace": "String",
@@ -58,6 +59,12 @@ FLOW_COLUMNS: dict[str, str] = {
     "policies_denied": "Array(String)",
     "interface_index": "UInt32",
     "interface_name": "String",
+    # the addresses as 128-bit numbers (IPv4 stored IPv4-mapped, ::ffff:a.b.c.d) in two
+    # halves, for CIDR filters; (0, 0) when src_ip/dst_ip is ""
+    "src_ip_hi": "UInt64",
+    "src_ip_lo": "UInt64",
+    "dst_ip_hi": "UInt64",
+    "dst_ip_lo": "UInt64",
 }
 
 # Order of flags in the tcp_flags bitmask (the field order of flow.TCPFlags).
