@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+# gRPC's C core logs reconnects at INFO on stderr; tests provoke many on purpose.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.geteuid() == 0:

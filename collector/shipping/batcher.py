@@ -1,0 +1,118 @@
+"""Group serialized flows into batches by size and by time, and seal them into the
+spool. When the spool is full, flows are dropped *before* they get a batch, counted,
+and reported to the relay as a LostEvent in the next batch that fits."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from collector.shipping import wire
+from collector.shipping.spool import Spool, SpoolFull
+from sensilla.protos import flow_pb2
+
+
+class Batcher:
+    def __init__(
+        self,
+        spool: Spool,
+        boot_id: int,
+        max_flows: int = 2000,
+        max_bytes: int = 1 << 20,
+        max_delay_s: float = 0.2,
+        clock: Callable[[], float] = time.monotonic,
+        on_sealed: Callable[[], None] | None = None,
+    ) -> None:
+        self.spool = spool
+        self.boot_id = boot_id
+        self.max_flows = max_flows
+        self.max_bytes = max_bytes
+        self.max_delay_s = max_delay_s
+        self.clock = clock
+        self.on_sealed = on_sealed
+        self._lock = threading.Lock()
+        self._flows: list[bytes] = []
+        self._bytes = 0
+        self._opened_at = 0.0
+        self._lost: list[flow_pb2.LostEvent] = []
+        self._overflow_pending = 0
+        self.next_sequence = 1 + max(
+            (b.sequence for b in spool.unacked() if b.boot_id == boot_id), default=0
+        )
+        # counters (exported as metrics by the agent)
+        self.flows_in = 0
+        self.flows_dropped = 0
+        self.batches_sealed = 0
+
+    def add(self, flow: bytes) -> bool:
+        """Queue one serialized flow.Flow; False if it was dropped (spool full)."""
+        sealed = False
+        with self._lock:
+            self.flows_in += 1
+            if not self.spool.room_for(self._bytes + len(flow) + 64):
+                self.flows_dropped += 1
+                self._overflow_pending += 1
+                return False
+            if not self._flows:
+                self._opened_at = self.clock()
+            self._flows.append(flow)
+            self._bytes += len(flow) + 4
+            if len(self._flows) >= self.max_flows or self._bytes >= self.max_bytes:
+                sealed = self._seal_locked()
+        if sealed and self.on_sealed is not None:
+            self.on_sealed()
+        return True
+
+    def add_lost(self, event: flow_pb2.LostEvent) -> None:
+        """Report a loss upstream with the next batch."""
+        with self._lock:
+            if not self._flows and not self._lost:
+                self._opened_at = self.clock()
+            self._lost.append(event)
+
+    def seal_if_due(self) -> bool:
+        with self._lock:
+            pending = bool(self._flows or self._lost or self._overflow_pending)
+            if not pending or self.clock() - self._opened_at < self.max_delay_s:
+                return False
+            sealed = self._seal_locked()
+        if sealed and self.on_sealed is not None:
+            self.on_sealed()
+        return sealed
+
+    def flush(self) -> bool:
+        with self._lock:
+            sealed = self._seal_locked() if (self._flows or self._lost) else False
+        if sealed and self.on_sealed is not None:
+            self.on_sealed()
+        return sealed
+
+    def _seal_locked(self) -> bool:
+        lost = list(self._lost)
+        if self._overflow_pending:
+            lost.append(
+                flow_pb2.LostEvent(
+                    source=flow_pb2.OBSERVER_EVENTS_QUEUE, num_events_lost=self._overflow_pending
+                )
+            )
+        payload = wire.encode_batch(
+            self.boot_id, self.next_sequence, self._flows, lost, time.time_ns()
+        )
+        try:
+            self.spool.append(self.boot_id, self.next_sequence, len(self._flows), payload)
+        except SpoolFull:
+            # the batch no longer fits (another writer, or its own overhead): its flows
+            # become losses, reported with the next batch that fits
+            self.flows_dropped += len(self._flows)
+            self._overflow_pending += len(self._flows)
+            self._flows.clear()
+            self._bytes = 0
+            return False
+        self.next_sequence += 1
+        self.batches_sealed += 1
+        self._flows = []
+        self._bytes = 0
+        self._lost = []
+        self._overflow_pending = 0
+        return True
