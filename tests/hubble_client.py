@@ -230,7 +230,7 @@ def _fields(data: bytes) -> Iterator[tuple[int, int, Any]]:
 def decode(schema: str, data: bytes) -> dict[str, Any]:
     numbers, types = SCHEMAS[schema]
     out: dict[str, Any] = {}
-    for number, wt, value in _fields(data):
+    for number, _wt, value in _fields(data):
         name = numbers.get(number)
         if name is None:
             out.setdefault("_unknown", []).append(number)
