@@ -1,0 +1,1 @@
+"""Sources of cluster state: the lab state directory, a Kubernetes API server."""
