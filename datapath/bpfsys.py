@@ -31,6 +31,7 @@ PROG_TEST_RUN = 10
 PROG_GET_FD_BY_ID = 13
 MAP_GET_FD_BY_ID = 14
 OBJ_GET_INFO_BY_FD = 15
+MAP_LOOKUP_BATCH = 24
 ENABLE_STATS = 32
 
 # map types
@@ -163,6 +164,19 @@ class _TestRunAttr(ctypes.Structure):
         ("cpu", ctypes.c_uint32),
         ("batch_size", ctypes.c_uint32),
         ("pad", ctypes.c_uint32),
+    ]
+
+
+class _BatchAttr(ctypes.Structure):
+    _fields_ = [
+        ("in_batch", ctypes.c_uint64),
+        ("out_batch", ctypes.c_uint64),
+        ("keys", ctypes.c_uint64),
+        ("values", ctypes.c_uint64),
+        ("count", ctypes.c_uint32),
+        ("map_fd", ctypes.c_uint32),
+        ("elem_flags", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
     ]
 
 
@@ -504,6 +518,44 @@ class BpfMap(Generic[K, V]):
             v = self.lookup(k)
             if v is not None:
                 yield k, v
+
+    def lookup_all_raw(self, chunk: int = 4096) -> tuple[bytes, bytes, int]:
+        """Every (key, value) with BPF_MAP_LOOKUP_BATCH: (keys, values, count) as
+        raw bytes; values of per-CPU maps hold one 8-aligned slot per CPU."""
+        ksize = _size(self.key_type)
+        vsize = self._slot * self.ncpus if self.percpu else _size(self.value_type)
+        keys_out = bytearray()
+        vals_out = bytearray()
+        total = 0
+        in_batch = ctypes.c_uint64(0)
+        out_batch = ctypes.c_uint64(0)
+        first = True
+        while True:
+            kbuf = ctypes.create_string_buffer(ksize * chunk)
+            vbuf = ctypes.create_string_buffer(vsize * chunk)
+            attr = _BatchAttr(
+                in_batch=0 if first else _address(in_batch),
+                out_batch=_address(out_batch),
+                keys=_address(kbuf),
+                values=_address(vbuf),
+                count=chunk,
+                map_fd=self.fd,
+            )
+            done = False
+            try:
+                sys_bpf(MAP_LOOKUP_BATCH, attr, f"MAP_LOOKUP_BATCH {self.name}")
+            except BpfError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+                done = True
+            n = int(attr.count)
+            keys_out += kbuf.raw[: n * ksize]
+            vals_out += vbuf.raw[: n * vsize]
+            total += n
+            if done or n == 0:
+                return bytes(keys_out), bytes(vals_out), total
+            in_batch.value = out_batch.value
+            first = False
 
     def clear(self) -> int:
         """Delete every key (for arrays, nothing to delete); returns how many."""
