@@ -1,0 +1,87 @@
+"""The node agent's process: an asyncio main running components until stopped.
+
+Components implement `name` and `async run(stop)`. The enforcing half is one
+component (the Enforcer loop, in a thread of its own because sources and the
+datapath block); the observing half (flows, Observer API, shipping) adds its own
+components next to it and shares the StatusPublisher (it sets `observer`).
+
+    agent = Agent(node, status, [EnforcerComponent(enforcer), ...])
+    asyncio.run(agent.run())          # returns on SIGINT/SIGTERM or a component failure
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+from collector.agent.enforcer import Enforcer
+from collector.agent.status import StatusPublisher
+
+log = logging.getLogger(__name__)
+
+
+class Component(Protocol):
+    name: str
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+class EnforcerComponent:
+    name = "enforcer"
+
+    def __init__(self, enforcer: Enforcer, poll: float = 0.2) -> None:
+        self.enforcer = enforcer
+        self.poll = poll
+
+    async def run(self, stop: asyncio.Event) -> None:
+        done = threading.Event()
+        thread = asyncio.ensure_future(asyncio.to_thread(self.enforcer.run, done, self.poll))
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({thread, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            done.set()
+            stopper.cancel()
+            await thread  # re-raises what the loop raised
+
+
+class Agent:
+    def __init__(self, node: str, status: StatusPublisher, components: Sequence[Component]) -> None:
+        self.node = node
+        self.status = status
+        self.components = list(components)
+
+    async def run(self, stop: asyncio.Event | None = None) -> int:
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop.set)
+        tasks = {asyncio.ensure_future(c.run(stop)): c for c in self.components}
+        rc = 0
+        try:
+            pending = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    exc = t.exception()
+                    if exc is not None:
+                        log.error("component %s failed: %s", tasks[t].name, exc, exc_info=exc)
+                        rc = 1
+                    if not stop.is_set():
+                        if exc is None:
+                            log.warning("component %s stopped", tasks[t].name)
+                            rc = rc or 1
+                        stop.set()
+        finally:
+            for t in tasks:
+                t.cancel()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.remove_signal_handler(sig)
+        return rc
