@@ -1,8 +1,10 @@
 """source_service / destination_service: ``[namespace/][service-name-prefix]``
 (Hubble's ServiceFilter), over Flow.source_service / destination_service.
 
-Stored as one column ``"namespace/name"`` ("" when the flow has no service), so the
-SQL form assumes namespaces without "/" (true of every Kubernetes namespace).
+Stored as one column ``"namespace/name"`` ("" when the flow has no service). A
+namespace containing "/" (never valid in Kubernetes, and never matched by a filter,
+whose namespace part cannot contain "/") is stored with every "/" of the key written
+as U+2215, so that no prefix test can match it either.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ def service_key(svc: flow_pb2.Service) -> str:
     """The column value for a flow's service."""
     if not svc.namespace and not svc.name:
         return ""
-    return f"{svc.namespace}/{svc.name}"
+    key = f"{svc.namespace}/{svc.name}"
+    if "/" in svc.namespace:
+        return key.replace("/", "\u2215")
+    return key
 
 
 def _compile(values: list[str], field: str, path: str, side: str, params: Params) -> Clause:

@@ -104,7 +104,14 @@ WORKLOADS = [
     ("web", ""),
     ("", ""),
 ]
-SERVICES = [("x", "svc-a"), ("y", "svc-b"), ("default", "kubernetes"), ("", "lone"), ("x", "")]
+SERVICES = [
+    ("a/b", "c"),
+    ("x", "svc-a"),
+    ("y", "svc-b"),
+    ("default", "kubernetes"),
+    ("", "lone"),
+    ("x", ""),
+]
 NODES = [
     "k8s1",
     "k8s2",
@@ -165,7 +172,7 @@ NODE_PATTERNS = [
 PROTOCOLS = ["tcp", "UDP", "icmp", "icmpv4", "icmpv6", "sctp", "http", "dns"]
 PORT_VALUES = ["80", "81", "443", "0", "65535", "080", "40000", "53"]
 POD_VALUES = ["x/", "x/a", "y/b", "a", "/a", "default/", "z/c", "kube-system/coredns-", "x/ab"]
-SERVICE_VALUES = ["x/", "x/svc", "y/svc-b", "kubernetes", "/lone", "default/"]
+SERVICE_VALUES = ["a/b", "x/", "x/svc", "y/svc-b", "kubernetes", "/lone", "default/"]
 
 
 def _endpoint(rnd: Any, ep: flow_pb2.Endpoint) -> None:
@@ -347,3 +354,44 @@ def flow_filters(draw: Any) -> flow_pb2.FlowFilter:
 
 
 requests = st.tuples(st.lists(flow_filters(), max_size=3), st.lists(flow_filters(), max_size=2))
+
+
+_TEXT = st.one_of(
+    st.text(max_size=12),
+    st.text(alphabet=st.sampled_from("0123456789./:abfx*-=!,() ink8s"), max_size=16),
+)
+
+
+@st.composite
+def arbitrary_flow_filters(draw: Any) -> flow_pb2.FlowFilter:
+    """A FlowFilter with arbitrary values (mostly invalid): fuzzing the compiler."""
+    ff = flow_pb2.FlowFilter()
+    for name in draw(
+        st.sets(
+            st.sampled_from(
+                [
+                    "source_ip",
+                    "destination_ip",
+                    "source_pod",
+                    "destination_pod",
+                    "source_label",
+                    "destination_label",
+                    "protocol",
+                    "source_port",
+                    "destination_port",
+                    "node_name",
+                    "source_service",
+                    "destination_service",
+                    "uuid",
+                ]
+            ),
+            min_size=1,
+            max_size=2,
+        )
+    ):
+        getattr(ff, name).extend(draw(st.lists(_TEXT, min_size=1, max_size=2)))
+    if draw(st.booleans()):
+        ff.verdict.extend(draw(st.lists(st.integers(-3, 10), min_size=1, max_size=2)))  # type: ignore[arg-type]
+    if draw(st.booleans()):
+        ff.source_identity.extend(draw(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=2)))
+    return ff

@@ -11,11 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from sensilla.filters import compile_request_filters, flow_row
+from sensilla.filters import FilterError, compile_request_filters, flow_row
 from sensilla.protos import flow_pb2
 from tests.filters.harness import ChdbWorker, ClickHouse18
-from tests.filters.strategies import corpus, flow_filters, flows, requests
+from tests.filters.strategies import arbitrary_flow_filters, corpus, flow_filters, flows, requests
 
 pytestmark = pytest.mark.unit
 
@@ -146,3 +147,21 @@ def test_sfi_empty_request_selects_everything(chdb: ChdbWorker) -> None:
     assert compiled.is_trivial
     assert compiled.sql() == ("1", {})
     assert chdb.matching(compiled, "sfi_corpus") == list(range(len(CORPUS)))
+
+
+@settings(
+    max_examples=600 if FULL else 150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(ff=arbitrary_flow_filters(), negate=st.booleans())
+def test_sfi_arbitrary_values_compile_or_fail_cleanly(
+    chdb: ChdbWorker, ff: flow_pb2.FlowFilter, negate: bool
+) -> None:
+    wl, bl = ([], [ff]) if negate else ([ff], [])
+    try:
+        compiled = compile_request_filters(wl, bl)
+    except FilterError as exc:
+        assert exc.field.startswith("blacklist[0]" if negate else "whitelist[0]")
+        return
+    assert chdb.matching(compiled, "sfi_corpus") == _expected(compiled, CORPUS)
