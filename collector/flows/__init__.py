@@ -1,0 +1,1 @@
+"""Turning datapath flow events into Hubble flows: enrichment and building."""
