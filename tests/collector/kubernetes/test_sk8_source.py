@@ -408,3 +408,49 @@ def test_sk8_no_thread_or_socket_leak_over_1000_events(server: FakeAPIServer) ->
         time.sleep(0.05)
     assert threading.active_count() == threads0, [t.name for t in threading.enumerate()]
     assert _fds() == (fds0, socks0)
+
+
+# --- policy: a label change moves a pod to a new identity and recompiles -----------------
+def test_sk8_label_change_new_identity_and_recompile(
+    server: FakeAPIServer, make_source: Any
+) -> None:
+    from collector.compiler.compile import NodePlan, compile_node
+
+    seed(server)
+    server.put("networkpolicies", {
+        "metadata": {"namespace": "x", "name": "b-from-a"},
+        "spec": {"podSelector": {"matchLabels": {"pod": "b"}}, "policyTypes": ["Ingress"],
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "a"}}}],
+                              "ports": [{"port": 80, "protocol": "TCP"}]}]}})
+    src = make_source(server, kinds=("nodes", "namespaces", "pods", "networkpolicies"))
+    assert src.wait_synced(WAIT)
+
+    # the collector's loop: recompile the node's plan on every change of the source
+    plans: list[NodePlan] = [compile_node(src.cluster_state(), "n1")]
+    done = threading.Event()
+
+    def recompile(revision: int, kind: str, changes: list[Any]) -> None:
+        plans.append(compile_node(src.cluster_state(), "n1"))
+        done.set()
+
+    src.subscribe(recompile)
+
+    def peers_of_b(plan: NodePlan) -> set[int]:
+        return {r.peer for r in plan.endpoints["x/b"].ingress.rules if r.port_lo == 80}
+
+    first = plans[-1]
+    id_a = first.identities.of_pod("x/a")
+    assert first.endpoints["x/b"].ingress.enforced
+    assert peers_of_b(first) == {id_a}
+
+    server.label("pods", "x/a", pod="c")  # x/a now looks like "pod=c"
+    assert wait_until(src, lambda: plans[-1].identities.of_pod("x/a") != id_a)
+    moved = plans[-1]
+    assert moved.revision == src.revision
+    assert moved.identities.of_pod("x/a") != id_a
+    assert peers_of_b(moved) == set()  # no pod is labelled pod=a any more
+    # back to pod=a: the same identity number as before (derived, not allocated)
+    server.label("pods", "x/a", pod="a")
+    assert wait_until(src, lambda: plans[-1].identities.of_pod("x/a") == id_a)
+    assert peers_of_b(plans[-1]) == {id_a}
+    assert done.is_set()
