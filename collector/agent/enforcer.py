@@ -36,13 +36,16 @@ from collector.compiler.compile import (
     NodePlan,
     compile_node,
 )
+from collector.discovery import DiscoveryError, EndpointDiscovery
 from collector.identity import LabelSet
-from collector.policy.cluster import ClusterState
+from collector.policy.cluster import ClusterState, Pod
 from datapath.types import Direction, EndpointInfo, EndpointPolicy, IPNetwork
 
 log = logging.getLogger(__name__)
 
-IfindexResolver = Callable[[EndpointPlan], int | None]
+# (endpoint plan, pod) -> the pod's host-side ifindex in the node's namespace, or None
+# while it is not there (yet).
+IfindexResolver = Callable[[EndpointPlan, Pod], int | None]
 
 
 class Source(Protocol):
@@ -54,14 +57,34 @@ class Source(Protocol):
     def cluster_state(self) -> ClusterState: ...
 
 
-def ifindex_by_name(plan: EndpointPlan) -> int | None:
-    """The host-side interface named in the pod's annotation, in this netns."""
+def ifindex_by_name(plan: EndpointPlan, pod: Pod) -> int | None:
+    """The host-side interface named in the pod's annotation (the lab sets
+    sensilla.io/host-interface), in this process's network namespace."""
+    del pod
     if not plan.interface:
         return None
     try:
         return socket.if_nametoindex(plan.interface)
     except OSError:
         return None
+
+
+class DiscoveryResolver:
+    """Find each pod's host-side veth from its addresses, as on a real node
+    (collector.discovery): works for the lab and for CNI-managed nodes alike."""
+
+    def __init__(self, discovery: EndpointDiscovery) -> None:
+        self.discovery = discovery
+        self.reasons: dict[str, str] = {}  # pod -> why it has no interface
+
+    def __call__(self, plan: EndpointPlan, pod: Pod) -> int | None:
+        try:
+            ifindex = self.discovery.resolve(pod).ifindex
+        except DiscoveryError as exc:
+            self.reasons[pod.key] = str(exc)
+            return None
+        self.reasons.pop(pod.key, None)
+        return ifindex
 
 
 @dataclass(frozen=True)
@@ -135,7 +158,7 @@ class Enforcer:
             log.exception("compile failed")
             return self._fail(state.revision, f"compiling revision {state.revision}: {exc}", t0)
         try:
-            changed = self._program(plan)
+            changed = self._program(plan, state)
         except Exception as exc:
             log.exception("programming the datapath failed")
             return self._fail(state.revision, f"programming revision {state.revision}: {exc}", t0)
@@ -160,7 +183,7 @@ class Enforcer:
         self.status.update(error=error, failed_revision=revision)
         return SyncResult(False, revision, error, time.monotonic() - t0)
 
-    def _program(self, plan: NodePlan) -> int:
+    def _program(self, plan: NodePlan, state: ClusterState) -> int:
         dp = self.datapath
         if not self._loaded:
             dp.ensure_loaded()
@@ -180,7 +203,7 @@ class Enforcer:
         changed = 0
         pending: set[str] = set()
         for key, ep in plan.endpoints.items():
-            ifindex = self.resolve_ifindex(ep)
+            ifindex = self.resolve_ifindex(ep, state.pods[key])
             if ifindex is None:
                 pending.add(key)
                 continue
@@ -189,7 +212,7 @@ class Enforcer:
             same_id = prev is not None and prev.info.endpoint_id == ep.endpoint_id
             if prev is not None and prev.info.ifindex != ifindex:
                 # The pod's interface was recreated: start over for this endpoint.
-                dp.remove_endpoint(prev.info)
+                dp.remove_endpoint(prev.info.ifindex)
                 del self._endpoints[key]
                 prev, same_id = None, False
             if prev is not None and same_id and prev == Installed(info, ep.ingress, ep.egress):
@@ -205,7 +228,7 @@ class Enforcer:
                 dp.attach(ifindex)
             self._endpoints[key] = Installed(info, ep.ingress, ep.egress)
         for key in sorted(set(self._endpoints) - (set(plan.endpoints) - pending)):
-            dp.remove_endpoint(self._endpoints[key].info)
+            dp.remove_endpoint(self._endpoints[key].info.ifindex)
             del self._endpoints[key]
             changed += 1
         if remeant:

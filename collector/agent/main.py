@@ -16,11 +16,13 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
-from collector.agent.enforcer import Enforcer
-from collector.agent.status import StatusPublisher
+from collector.agent.enforcer import Enforcer, Source
+from collector.agent.status import StatusPublisher, Writer
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +87,45 @@ class Agent:
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(sig)
         return rc
+
+
+@dataclass
+class AgentContext:
+    """What component factories get to build their part of the agent."""
+
+    node: str
+    source: Source
+    status: StatusPublisher
+    enforcer: Enforcer
+    netns: str | None
+
+
+# The observing half appends factories here (each returns a Component or None).
+COMPONENT_FACTORIES: list[Callable[[AgentContext], Component | None]] = []
+
+
+def build_agent(
+    node: str,
+    source: Source,
+    status_writer: Writer | None = None,
+    netns: str | None = None,
+    pin_root: str | Path = "/sys/fs/bpf/sensilla",
+    poll: float = 0.2,
+) -> Agent:
+    """The agent of a real node: the datapath under `pin_root`, interfaces found by
+    endpoint discovery in `netns` (None: our own namespace)."""
+    from collector.agent.enforcer import DiscoveryResolver
+    from collector.discovery import EndpointDiscovery
+    from datapath import Datapath
+
+    status = StatusPublisher(node, status_writer)
+    datapath = Datapath.open(node, pin_root=pin_root, netns=netns)
+    resolver = DiscoveryResolver(EndpointDiscovery(node, netns=netns))
+    enforcer = Enforcer(node, source, datapath, status, resolver)
+    ctx = AgentContext(node, source, status, enforcer, netns)
+    components: list[Component] = [EnforcerComponent(enforcer, poll)]
+    for factory in COMPONENT_FACTORIES:
+        c = factory(ctx)
+        if c is not None:
+            components.append(c)
+    return Agent(node, status, components)

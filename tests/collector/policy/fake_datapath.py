@@ -55,12 +55,13 @@ class FakeDatapath:
             assert (info.endpoint_id, d) in self.policies, "attached before its policies"
         self.attached.add(ifindex)
 
-    def remove_endpoint(self, info: EndpointInfo) -> Any:
+    def remove_endpoint(self, ifindex: int) -> Any:
         self._call("remove_endpoint")
-        self.attached.discard(info.ifindex)
-        self.endpoints.pop(info.ifindex, None)
-        for d in Direction:
-            self.policies.pop((info.endpoint_id, d), None)
+        self.attached.discard(ifindex)
+        info = self.endpoints.pop(ifindex, None)
+        if info is not None:
+            for d in Direction:
+                self.policies.pop((info.endpoint_id, d), None)
 
     def close(self) -> Any:
         self._call("close")

@@ -16,6 +16,7 @@ import yaml
 
 from collector.agent import Agent, Enforcer, EnforcerComponent, StatusPublisher
 from collector.compiler.compile import EndpointPlan
+from collector.policy.cluster import Pod
 from collector.sources.lab import LabSource, read_status, wait_for_collectors, write_status
 from datapath.types import Direction
 from sensilla.lab.layout import build_layout
@@ -35,7 +36,7 @@ DENY_X = {
 }
 
 
-def resolver(plan: EndpointPlan) -> int:
+def resolver(plan: EndpointPlan, pod: Pod) -> int:
     return fake_ifindex(plan.interface)
 
 
@@ -162,7 +163,7 @@ def test_spo_agent_pending_interface_then_attached(lab_state: StateDir) -> None:
     node = lab_state.read("pods", "x/a")["spec"]["nodeName"]  # type: ignore[index]
     dp = FakeDatapath()
 
-    def resolve(plan: EndpointPlan) -> int | None:
+    def resolve(plan: EndpointPlan, pod: Pod) -> int | None:
         return None if plan.pod in missing else fake_ifindex(plan.interface)
 
     enf = Enforcer(node, LabSource(lab_state.path), dp, resolve_ifindex=resolve)

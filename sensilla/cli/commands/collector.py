@@ -1,0 +1,106 @@
+"""`sensilla collector`: the node agent (one per node, root).
+
+Enforcing half (this issue): watch the source, compile NetworkPolicy for this node,
+program the datapath, publish the revision enforced. The observing half (flows,
+Observer API, shipping) registers its components in collector.agent.main.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from sensilla.cli.errors import UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("collector", help="the node agent: enforce policy, observe flows")
+    p.add_argument("--node", required=True, help="this node's name (as in the source)")
+    p.add_argument(
+        "--source",
+        default="lab",
+        help="lab (the lab that has this node), lab:DIR (a state directory), or kubernetes",
+    )
+    p.add_argument("--lab", help="with --source lab: the lab's name")
+    p.add_argument("--kubeconfig", help="with --source kubernetes: kubeconfig file")
+    p.add_argument(
+        "--netns",
+        help="the node's network namespace, when not running inside it (default: our own)",
+    )
+    p.add_argument("--pin-root", default="/sys/fs/bpf/sensilla", help="bpffs directory for pins")
+    p.add_argument(
+        "--status-file", help="where to publish status (default with a lab: its status dir)"
+    )
+    p.add_argument("--poll", type=float, default=0.05, help="lab source poll interval (s)")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+    import os
+
+    from collector.agent.main import build_agent
+    from collector.sources.lab import LabSource, LabSourceError, write_status
+
+    log = logging.getLogger("sensilla.collector")
+    source: object
+    status_writer = None
+    if args.source == "lab" or args.source.startswith("lab:"):
+        try:
+            if args.source == "lab":
+                src = LabSource.for_node(args.node, args.lab)
+            else:
+                src = LabSource(args.source[4:])
+        except LabSourceError as exc:
+            raise UsageError(str(exc)) from exc
+        src.poll_interval = args.poll
+        if not (src.path / "nodes" / f"{args.node}.json").exists():
+            raise UsageError(f"node {args.node!r} is not in {src.path}/nodes")
+        state_dir = src.path
+
+        def write(st: object) -> None:
+            write_status(state_dir, args.node, st)  # type: ignore[arg-type]
+
+        status_writer = write
+        source = src
+    elif args.source == "kubernetes":
+        from collector.sources.kubernetes import POLICY_KINDS, KubernetesSource, SourceError
+
+        try:
+            ksrc = KubernetesSource.connect(kubeconfig=args.kubeconfig, kinds=POLICY_KINDS)
+        except SourceError as exc:
+            raise UsageError(str(exc)) from exc
+        ksrc.start()
+        if not ksrc.wait_synced(timeout=60):
+            ksrc.close()
+            raise UsageError("the Kubernetes source did not sync within 60 s")
+        source = ksrc
+    else:
+        raise UsageError(f"--source {args.source!r}: expected lab, lab:DIR or kubernetes")
+
+    if args.status_file:
+        path = Path(args.status_file)
+
+        def write_file(st: object) -> None:
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(st, indent=1, sort_keys=True))
+            tmp.replace(path)
+
+        status_writer = write_file
+
+    agent = build_agent(
+        args.node,
+        source,  # type: ignore[arg-type]
+        status_writer=status_writer,
+        netns=args.netns,
+        pin_root=args.pin_root,
+    )
+    log.info("collector for node %s, source %s", args.node, args.source)
+    try:
+        return asyncio.run(agent.run())
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
