@@ -12,14 +12,16 @@ flow's source_service / destination_service:
 
 `ServiceIndex.backends(cluster_ip, port, protocol)` resolves a ClusterIP and a
 service port to the endpoints behind it (ready endpoints, the EndpointSlice's
-port of the same name), which is what kube-proxy may DNAT that traffic to. See
-docs/kubernetes.md, "Traffic to a ClusterIP".
+port of the same name), which is what kube-proxy may DNAT that traffic to, and
+`allowed_frontends(index, egress_allows)` lists the frontends a pod's egress
+policy allows once resolved that way. See docs/kubernetes.md, "Traffic to a
+ClusterIP".
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,3 +190,43 @@ def service_from_object(obj: Mapping[str, Any]) -> _Service | None:
         if isinstance(p, Mapping) and isinstance(p.get("port"), int)
     )
     return _Service(ref, frontends, ports)
+
+
+@dataclass(frozen=True, order=True)
+class Frontend:
+    """A Service frontend address and port: what a pod's packets carry as their
+    destination before kube-proxy translates it."""
+
+    service: ServiceRef
+    address: IPAddress
+    port: int
+    protocol: str
+
+
+def frontends(index: ServiceIndex) -> list[Frontend]:
+    out = []
+    for ref in index.services():
+        svc = index._services[ref]
+        for ip in svc.frontends:
+            for sp in svc.ports:
+                out.append(Frontend(ref, ip, sp.port, sp.protocol))
+    return sorted(out, key=lambda f: (f.service, f.address.version, int(f.address), f.port))
+
+
+def allowed_frontends(
+    index: ServiceIndex, egress_allows: Callable[[Backend], bool]
+) -> list[Frontend]:
+    """The Service frontends one pod's egress may reach, judged on the backends.
+
+    At the pod's veth a connection to a ClusterIP still carries the ClusterIP (the
+    node's kube-proxy translates it afterwards), so egress policy cannot see which
+    backend it will reach. A frontend port is allowed when it has at least one ready
+    backend and `egress_allows` allows *every* ready backend (its address, target
+    port and protocol): kube-proxy may pick any of them, and Sensilla never fails
+    open. Call again whenever Services, EndpointSlices, pods or policies change."""
+    out = []
+    for fe in frontends(index):
+        backends = index.backends(fe.address, fe.port, fe.protocol)
+        if backends and all(egress_allows(b) for b in backends):
+            out.append(fe)
+    return out
