@@ -204,7 +204,7 @@ def compile_and_pin(d: Path, digest: bytes) -> None:
             fn = b.load_func(p, BPF.SCHED_CLS)
             bpfsys.obj_pin(fn.fd, str(d / p))
         for name in MAPS:
-            bpfsys.obj_pin(b.get_table(name).map_fd, str(d / name))
+            bpfsys.obj_pin(b.get_table(name.encode()).map_fd, str(d / name))
     finally:
         b.cleanup()
     fd = bpfsys.map_create(bpfsys.MAP_TYPE_ARRAY, 4, ctypes.sizeof(Meta), 2, name="sensilla_meta")
