@@ -277,7 +277,7 @@ class Reflector:
                 if self._stop.is_set():
                     break
                 self.stats.errors += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                self.stats.last_error = _describe(exc)
                 if _status(exc) == 410:
                     self.stats.gone += 1
                     need_list = True
@@ -401,6 +401,14 @@ class Reflector:
 
 def _rv_of(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for logs: the client's ApiException prints headers and body."""
+    status = _status(exc)
+    if status is not None:
+        return f"HTTP {status} {getattr(exc, 'reason', '') or ''}".strip()
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _status(exc: BaseException) -> int | None:
