@@ -12,6 +12,8 @@ from __future__ import annotations
 import abc
 import logging
 import threading
+import time
+import uuid
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -70,6 +72,18 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    def settle(self, timeout: float = 120.0) -> None:
+        """Return once no statement this backend gave up on (timeout, lost connection)
+        can still change data; raise StoreUnavailable when that cannot be known.
+        In-process chDB: a call that returned (or raised) is over."""
+        return None
+
+    def fence_writes(self, timeout: float = 120.0) -> None:
+        """Return once every INSERT into this database that was running when called
+        (by any client, e.g. a relay that died mid-write) has finished.
+        In-process chDB: one process owns the path, nothing else writes."""
+        return None
 
 
 def _decode(v: Any) -> Any:
@@ -138,9 +152,11 @@ class ChdbBackend(Backend):
         table = self._run(sql, params, "ArrowTable")
         if table.num_rows == 0:
             return []
+        # a column's name may hold a bound value's bytes (not always UTF-8): rename first
+        table = table.rename_columns([f"c{i}" for i in range(table.num_columns)])
         cols = []
-        for i in range(table.num_columns):
-            values = table.column(i).to_pylist()
+        for i, column in enumerate(table.columns):
+            values = column.to_pylist()
             if i not in binary:
                 values = [_decode(v) for v in values]
             cols.append(values)
@@ -223,6 +239,7 @@ class DriverBackend(Backend):
         self._lock = threading.Lock()
         self._clients: list[Any] = []
         self._closed = False
+        self._unsettled: set[str] = set()  # query ids of statements that may still run
         self.version()  # connect now, so that a bad URL fails at start
 
     def _client(self) -> Any:
@@ -259,9 +276,13 @@ class DriverBackend(Backend):
         from clickhouse_driver import errors as ch_errors
 
         client = self._client()
+        query_id = f"sensilla-relay-{uuid.uuid4()}"
         try:
-            return fn(client, *args, **kwargs)
+            return fn(client, query_id, *args, **kwargs)
         except (ch_errors.NetworkError, ch_errors.SocketTimeoutError, EOFError, OSError) as exc:
+            # the server may still be running (or about to run) the statement
+            with self._lock:
+                self._unsettled.add(query_id)
             client.disconnect()
             raise StoreUnavailable(f"{self._url.redacted()}: {type(exc).__name__}: {exc}") from exc
         except ch_errors.Error as exc:
@@ -274,7 +295,7 @@ class DriverBackend(Backend):
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         text, values = bind_driver(sql, params)
-        self._call(lambda c: c.execute(text, values))
+        self._call(lambda c, qid: c.execute(text, values, query_id=qid))
 
     def query(
         self,
@@ -284,7 +305,11 @@ class DriverBackend(Backend):
         binary: Collection[int] = (),
     ) -> list[tuple[Any, ...]]:
         text, values = bind_driver(sql, params)
-        rows = self._call(lambda c: c.execute(text, values, settings={"strings_as_bytes": True}))
+        rows = self._call(
+            lambda c, qid: c.execute(
+                text, values, settings={"strings_as_bytes": True}, query_id=qid
+            )
+        )
         if not binary:
             return [tuple(_decode(v) for v in row) for row in rows]
         return [tuple(v if i in binary else _decode(v) for i, v in enumerate(row)) for row in rows]
@@ -296,7 +321,39 @@ class DriverBackend(Backend):
             return
         sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES"
         data = [list(v) for v in columns.values()]
-        self._call(lambda c: c.execute(sql, data, columnar=True))
+        self._call(lambda c, qid: c.execute(sql, data, columnar=True, query_id=qid))
+
+    def _running(self, sql: str, params: Mapping[str, Any]) -> set[str]:
+        return {str(r[0]) for r in self.query(sql, params)}
+
+    def _wait_gone(self, ids: set[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while ids:
+            ids &= self._running(
+                "SELECT query_id FROM system.processes WHERE query_id IN {ids:Set(String)}",
+                {"ids": sorted(ids)},
+            )
+            if not ids:
+                return
+            if time.monotonic() > deadline:
+                raise StoreUnavailable(f"{len(ids)} earlier statements are still running")
+            time.sleep(0.1)
+
+    def settle(self, timeout: float = 120.0) -> None:
+        with self._lock:
+            ids = set(self._unsettled)
+        if not ids:
+            return
+        self._wait_gone(set(ids), timeout)
+        with self._lock:
+            self._unsettled -= ids
+
+    def fence_writes(self, timeout: float = 120.0) -> None:
+        ids = self._running(
+            "SELECT query_id FROM system.processes WHERE startsWith(query, {p:String})",
+            {"p": f"INSERT INTO {self.database}."},
+        )
+        self._wait_gone(ids, timeout)
 
     def close(self) -> None:
         with self._lock:

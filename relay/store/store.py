@@ -400,6 +400,7 @@ class Store:
         batches that an earlier process partly wrote before it died.
         """
         self._maybe_stall()
+        self.backend.settle()  # an earlier attempt the client gave up on must be over
         result = WriteResult()
         unique: dict[BatchKey, IngestBatch] = {}
         for b in batches:
@@ -537,9 +538,16 @@ class Store:
 
     def prepare_collector(self, collector_id: str) -> dict[int, int]:
         """Called when a collector says Hello: finish the reconciliation of its
-        unfinished batches, then return its acked positions."""
+        unfinished batches, then return its acked positions.
+
+        On a server, first wait for INSERTs already running (a relay that lost this
+        collector's stream may still be writing its batches) so that what is read here
+        is final."""
+        self.backend.settle()
+        if not self.exclusive:
+            self.backend.fence_writes()
         rows = self.backend.query(
-            f"SELECT boot_id, batch_seq, min(min_time), max(max_time) FROM "
+            f"SELECT boot_id, batch_seq, toUInt32(min(min_time)), toUInt32(max(max_time)) FROM "
             f"{self.t('ingest_batches')} WHERE collector_id = {{c:String}} "
             f"GROUP BY boot_id, batch_seq HAVING max(state) = {schema.MARKER_BEGUN}",
             {"c": collector_id},
@@ -568,8 +576,9 @@ class Store:
         if min_age_s is None:
             min_age_s = 0.0 if self.exclusive else 600.0
         rows = self.backend.query(
-            f"SELECT collector_id, boot_id, batch_seq, min(min_time), max(max_time) FROM "
-            f"{self.t('ingest_batches')} GROUP BY collector_id, boot_id, batch_seq "
+            f"SELECT collector_id, boot_id, batch_seq, toUInt32(min(min_time)), "
+            f"toUInt32(max(max_time)) FROM {self.t('ingest_batches')} "
+            f"GROUP BY collector_id, boot_id, batch_seq "
             f"HAVING max(state) = {schema.MARKER_BEGUN} AND max(written) <= {{cut:DateTime}}",
             {"cut": max(0, int(time.time() - min_age_s))},
         )

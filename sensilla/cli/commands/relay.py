@@ -1,0 +1,102 @@
+"""`sensilla relay --store URL [--listen ADDR ...]`: the relay process."""
+
+from __future__ import annotations
+
+import argparse
+
+from sensilla.cli.errors import UsageError
+
+DEFAULT_STORE = "chdb:///var/lib/sensilla/relay"
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "relay",
+        help="run the relay: ingest from collectors into ClickHouse, serve the APIs",
+        description=(
+            "Store URLs: chdb:///PATH (embedded, default; one relay per path) or "
+            "clickhouse://[USER[:PASSWORD]@]HOST[:PORT]/DB[?secure=1&verify=0&ca_certs=F"
+            "&compression=lz4|zstd|none&password_file=F] (clickhouses:// for TLS). "
+            "Credentials may also come from SENSILLA_CLICKHOUSE_USER, "
+            "SENSILLA_CLICKHOUSE_PASSWORD or SENSILLA_CLICKHOUSE_PASSWORD_FILE."
+        ),
+    )
+    p.add_argument("--store", default=DEFAULT_STORE, help="store URL (default: %(default)s)")
+    p.add_argument(
+        "--listen",
+        action="append",
+        metavar="ADDR",
+        help="HOST:PORT to serve gRPC on; repeatable (default: 127.0.0.1:4245)",
+    )
+    p.add_argument("--metrics", metavar="ADDR", help="HOST:PORT for Prometheus /metrics")
+    p.add_argument("--retention-days", type=int, default=7, help="days of raw flows kept")
+    p.add_argument("--rollup-minute-days", type=int, default=30, help="days of minute rollups")
+    p.add_argument("--rollup-hour-days", type=int, default=400, help="days of hour rollups")
+    p.add_argument(
+        "--max-batch-flows",
+        type=int,
+        default=50_000,
+        help="flows per store write at most (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-batch-delay",
+        type=float,
+        default=0.25,
+        help="seconds a store write waits for more batches (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-pending-flows",
+        type=int,
+        default=200_000,
+        help="flows held in memory before ingest pushes back (default: %(default)s)",
+    )
+    p.add_argument(
+        "--store-slow-after",
+        type=float,
+        default=5.0,
+        help="seconds a store write may take before collectors are told to back off",
+    )
+    p.add_argument("--ready-file", help="write the bound addresses as JSON here once serving")
+    p.set_defaults(handler=_relay)
+
+
+def _relay(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from relay.server import DEFAULT_LISTEN, RelayConfig, run_relay, split_host_port
+    from relay.store import Retention, StoreURLError, parse_store_url
+
+    try:
+        parse_store_url(args.store)
+    except StoreURLError as exc:
+        raise UsageError(f"--store: {exc}") from None
+    listen = args.listen or [DEFAULT_LISTEN]
+    for addr in [*listen, *([args.metrics] if args.metrics else [])]:
+        try:
+            split_host_port(addr)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    try:
+        retention = Retention(args.retention_days, args.rollup_minute_days, args.rollup_hour_days)
+    except ValueError as exc:
+        raise UsageError(f"--retention-days/--rollup-*-days: {exc}") from None
+    for name in ("max_batch_flows", "max_pending_flows"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 < args.store_slow_after <= 3600:
+        raise UsageError("--store-slow-after must be within (0, 3600] seconds")
+    if not 0 <= args.max_batch_delay <= 10:
+        raise UsageError("--max-batch-delay must be within 0..10 seconds")
+    config = RelayConfig(
+        store_url=args.store,
+        listen=listen,
+        metrics_address=args.metrics,
+        retention=retention,
+        max_round_flows=args.max_batch_flows,
+        max_round_delay=args.max_batch_delay,
+        max_pending_flows=args.max_pending_flows,
+        slow_after_s=args.store_slow_after,
+        ready_file=args.ready_file,
+    )
+    asyncio.run(run_relay(config))
+    return 0
