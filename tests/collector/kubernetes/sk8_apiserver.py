@@ -16,8 +16,8 @@ history per kind. It serves:
 
 and faults on demand: `drop_watches()` cuts every open watch connection,
 `compact()` forgets history, `fail_next(n, status)` answers the next n requests
-with an error, `delay` slows every response, `bookmark()` sends a BOOKMARK on
-every open watch.
+with an error, `unavailable = True` answers every request with 503 until reset,
+`delay` slows every response, `bookmark()` sends a BOOKMARK on every open watch.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ class FakeAPIServer:
         self.gone_as_http = gone_as_http
         self.delay = 0.0
         self.fail: list[int] = []
+        self.unavailable = False  # while True, every request gets 503
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.watch_generation = 0  # drop_watches() bumps it: streams of older ones end
         self.bookmark_generation = 0
@@ -207,6 +208,8 @@ class FakeAPIServer:
         with self.cond:
             self.requests.append((url.path, q))
             failure = self.fail.pop(0) if self.fail else None
+            if failure is None and self.unavailable:
+                failure = 503
         if self.delay:
             time.sleep(self.delay)
         if url.path not in COLLECTIONS:

@@ -227,11 +227,13 @@ def test_sk8_gone_relists(gone_as_http: bool, make_source: Any) -> None:
         deleted: list[str] = []
         src.subscribe(lambda rev, kind, ch: deleted.extend(k for e, k, _ in ch if e == "DELETED"))
         # while the watch is down: a delete, an add, then history is compacted away
-        server.fail_next(4, 503)
+        server.unavailable = True
         server.drop_watches()
         server.delete("pods", "x/b")
         server.put("pods", pod("x", "late", "10.0.0.9"))
         server.compact()
+        assert wait_until(src, lambda: src.status()["kinds"]["pods"]["errors"] >= 2)
+        server.unavailable = False
         assert wait_until(
             src, lambda: same_as_server(src, server) and src.status()["kinds"]["pods"]["gone"]
         )
@@ -387,9 +389,11 @@ def test_sk8_no_thread_or_socket_leak_over_1000_events(server: FakeAPIServer) ->
                 assert wait_until(src, lambda: same_as_server(src, server))
                 mid.append(_fds())
             if i == 200:
-                server.fail_next(6, 503)
+                server.unavailable = True
                 server.drop_watches()
+                server.put("pods", pod("x", "during", "10.3.0.1"))
                 server.compact()  # forces relists (410)
+                server.unavailable = False
         assert wait_until(src, lambda: same_as_server(src, server))
         st = src.status()["kinds"]["pods"]
         assert st["gone"] >= 1 and st["lists"] >= 2
