@@ -22,6 +22,7 @@ from datapath.policy import compile_entries
 from datapath.types import Direction, EndpointInfo, EndpointPolicy, IPNetwork, Verdict
 
 DEFAULT_PIN_ROOT = loader.DEFAULT_PIN_ROOT
+IpcacheMapping = Mapping[IPNetwork, int] | Mapping[str, int] | Mapping[IPNetwork | str, int]
 LoadResult = loader.LoadResult
 HookBusyError = tc.HookBusyError
 
@@ -245,7 +246,7 @@ class Datapath:
             out[ipaddress.IPv6Network((bytes(k6.addr), int(k6.prefixlen)))] = int(v.identity)
         return out
 
-    def sync_ipcache(self, mapping: Mapping[IPNetwork | str, int]) -> IpcacheDelta:
+    def sync_ipcache(self, mapping: IpcacheMapping) -> IpcacheDelta:
         """Make the ipcache equal `mapping` (prefix -> identity): entries that
         differ are written, then stale ones removed. Each entry changes
         atomically; addresses not covered resolve to world (2)."""

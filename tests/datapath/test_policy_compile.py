@@ -82,6 +82,7 @@ NETS = [
     for n in ("10.0.0.0/8", "10.1.0.0/16", "10.1.2.3/32", "0.0.0.0/0", "fd00::/8", "fd00::5/128")
 ]
 
+
 def _rule(peer: int, proto: int, a: int, b: int, attr: int) -> PolicyRule:
     lo, hi = (min(a, b), max(a, b)) if proto else (0, 65535)
     return PolicyRule(peer, proto, lo, hi, attr)

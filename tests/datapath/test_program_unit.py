@@ -10,7 +10,14 @@ import ipaddress
 import pytest
 
 from datapath import layout as L
-from datapath.types import CIDR_GROUP_BASE, CidrEntry, Direction, EndpointPolicy, PolicyRule
+from datapath.types import (
+    CIDR_GROUP_BASE,
+    CidrEntry,
+    Direction,
+    EndpointPolicy,
+    PolicyRule,
+    Verdict,
+)
 from tests.datapath import packets as P
 from tests.datapath.conftest import UNIT_EP, UnitDatapath
 
@@ -424,7 +431,7 @@ def test_drops_are_rate_limited_per_tuple_with_a_suppressed_count(unit_dp: UnitD
 
     unit_dp.dp.set_aggregation("medium", 5.0, drop_interval_s=0.3)
     unit_dp.dp.install_policy(UNIT_EP, Direction.INGRESS, DENY_ALL)
-    key = (Direction.INGRESS, 2, L.DROP_POLICY_DENIED)
+    key = (Direction.INGRESS, Verdict.DROPPED, L.DROP_POLICY_DENIED)
     before = unit_dp.dp.read_metrics().get(key)
     for _ in range(5):
         assert unit_dp.ingress(P.v4(PEER, ME, 17, P.udp(999, 80))) == DROP
