@@ -1,0 +1,2 @@
+"""Pieces shared by the pages: banners, the time window, filters, flow formatting and
+the service-map drawing."""
