@@ -15,6 +15,7 @@ IPv4 stored IPv4-mapped, unparseable addresses stored as ``src_ip = ''``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -34,6 +35,7 @@ _MAPPED_NET = ipaddress.IPv6Network("::ffff:0:0/96")
 _PREFIX_RE = re.compile(r"[0-9]{1,3}")
 
 
+@functools.lru_cache(maxsize=65536)
 def parse_address(text: str) -> IPAddr | None:
     """An address as Go's net.ParseIP reads it (no zones, no leading-zero octets);
     IPv4-mapped IPv6 addresses come back as IPv4, as Go's To4() sees them."""
@@ -69,6 +71,7 @@ def parse_cidr(text: str) -> IPNet | None:
     return net
 
 
+@functools.lru_cache(maxsize=65536)
 def address_halves(text: str) -> tuple[str, int, int]:
     """(canonical column string, hi, lo) for an address: the string as given when it
     parses (else ""), and the address as 128 bits with IPv4 mapped."""

@@ -66,8 +66,10 @@ def flow_row(flow: flow_pb2.Flow) -> dict[str, Any]:
         m = flow.l4.ICMPv4 if proto == "icmpv4" else flow.l4.ICMPv6
         icmp_type, icmp_code = m.type & 0xFF, m.code & 0xFF
     is_reply = (2 if flow.is_reply.value else 1) if flow.HasField("is_reply") else 0
-    src_wl, src_wl_kind = first_workload(flow.source)
-    dst_wl, dst_wl_kind = first_workload(flow.destination)
+    src, dst = flow.source, flow.destination
+    src_wl, src_wl_kind = first_workload(src)
+    dst_wl, dst_wl_kind = first_workload(dst)
+    iface = flow.interface
     return {
         "collector_id": pos.collector_id,
         "boot_id": pos.boot_id,
@@ -91,17 +93,17 @@ def flow_row(flow: flow_pb2.Flow) -> dict[str, Any]:
         "tcp_flags": tcp_flags,
         "icmp_type": icmp_type,
         "icmp_code": icmp_code,
-        "src_namespace": flow.source.namespace,
-        "src_pod": flow.source.pod_name,
-        "src_identity": flow.source.identity,
-        "src_labels": _labels(flow.source.labels),
+        "src_namespace": src.namespace,
+        "src_pod": src.pod_name,
+        "src_identity": src.identity,
+        "src_labels": _labels(src.labels),
         "src_workload": src_wl,
         "src_workload_kind": src_wl_kind,
         "src_service": service_key(flow.source_service),
-        "dst_namespace": flow.destination.namespace,
-        "dst_pod": flow.destination.pod_name,
-        "dst_identity": flow.destination.identity,
-        "dst_labels": _labels(flow.destination.labels),
+        "dst_namespace": dst.namespace,
+        "dst_pod": dst.pod_name,
+        "dst_identity": dst.identity,
+        "dst_labels": _labels(dst.labels),
         "dst_workload": dst_wl,
         "dst_workload_kind": dst_wl_kind,
         "dst_service": service_key(flow.destination_service),
@@ -110,8 +112,8 @@ def flow_row(flow: flow_pb2.Flow) -> dict[str, Any]:
         "suppressed_drops": ext.suppressed_drops if ext is not None else 0,
         "policies_allowed": _policies(flow.ingress_allowed_by, flow.egress_allowed_by),
         "policies_denied": _policies(flow.ingress_denied_by, flow.egress_denied_by),
-        "interface_index": flow.interface.index,
-        "interface_name": flow.interface.name,
+        "interface_index": iface.index,
+        "interface_name": iface.name,
         "src_ip_hi": src_hi,
         "src_ip_lo": src_lo,
         "dst_ip_hi": dst_hi,

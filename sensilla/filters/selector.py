@@ -15,6 +15,7 @@ returns the value of the first label with that key (and source, unless ``any``).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ class Label:
     value: str
 
 
+@functools.lru_cache(maxsize=65536)
 def parse_label(text: str) -> Label:
     """Cilium's labels.ParseLabel (':' delimiter)."""
     if text.startswith("$"):
@@ -48,6 +50,7 @@ def parse_label(text: str) -> Label:
     return Label(source, rest[:i], rest[i + 1 :])
 
 
+@functools.lru_cache(maxsize=65536)
 def canonical_label(text: str) -> str | None:
     """The stored form of a flow label: Cilium's Label.String() ("source:key=value",
     or "source:key" without a value). Labels whose key contains "=" (only possible
