@@ -59,4 +59,4 @@ class TablePrinter(Printer):
         super().close()
 
 
-FORMATS = {"table": TablePrinter}
+FORMATS = {"table": TablePrinter, "tab": TablePrinter}
