@@ -31,6 +31,7 @@ PROG_TEST_RUN = 10
 PROG_GET_FD_BY_ID = 13
 MAP_GET_FD_BY_ID = 14
 OBJ_GET_INFO_BY_FD = 15
+MAP_LOOKUP_AND_DELETE_ELEM = 21
 MAP_LOOKUP_BATCH = 24
 ENABLE_STATS = 32
 
@@ -473,6 +474,19 @@ class BpfMap(Generic[K, V]):
         v = ctypes.c_uint32(fd)
         attr = _MapElemAttr(map_fd=self.fd, key=_addr(key), value=_addr(v), flags=flags)
         sys_bpf(MAP_UPDATE_ELEM, attr, f"MAP_UPDATE_ELEM {self.name}")
+
+    def lookup_and_delete(self, key: K) -> V | None:
+        """Atomically take `key`'s value out of a hash map (None if absent)."""
+        buf = self._value_buffer()
+        attr = _MapElemAttr(map_fd=self.fd, key=_addr(key), value=_addr(buf))
+        try:
+            sys_bpf(MAP_LOOKUP_AND_DELETE_ELEM, attr, f"MAP_LOOKUP_AND_DELETE_ELEM {self.name}")
+        except BpfError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+        vt: Any = self.value_type
+        return cast(V, vt.from_buffer_copy(buf, 0))
 
     def lookup_id(self, key: K) -> int | None:
         """For map-in-map: the id of the inner map stored at `key`."""

@@ -8,6 +8,7 @@ import enum
 import ipaddress
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 
 from datapath import bpfsys, loader, tc
 from datapath import layout as L
+from datapath.perf import EMPTY as _EMPTY_EVENTS
 from datapath.perf import EventReader
 from datapath.policy import compile_entries
 from datapath.types import Direction, EndpointInfo, EndpointPolicy, IPNetwork, Verdict
@@ -467,9 +469,16 @@ class Datapath:
         return out
 
     def event_reader(
-        self, *, pages: int = 256, wakeup_events: int = 32, drain_interval_s: float = 0.025
+        self,
+        *,
+        pages: int = 256,
+        wakeup_events: int = 32,
+        drain_interval_s: float = 0.025,
+        sweep_interval_s: float | None = 1.0,
     ) -> EventReader:
-        """Open the node's perf rings (one reader per node at a time)."""
+        """Open the node's perf rings (one reader per node at a time). Every
+        `sweep_interval_s` the reader also collects suppressed-drop counts that
+        no later drop carried (see sweep_suppressed_drops); None turns that off."""
         p = self._p
         return EventReader(
             str(p.dir / "events"),
@@ -478,7 +487,78 @@ class Datapath:
             pages=pages,
             wakeup_events=wakeup_events,
             drain_interval=drain_interval_s,
+            sweep=self.sweep_suppressed_drops if sweep_interval_s else None,
+            sweep_interval=sweep_interval_s or 0.0,
         )
+
+    def sweep_suppressed_drops(self) -> np.ndarray:
+        """Drop events for rate-limited drops that no later drop reported: every
+        drop-tracking entry with a suppressed count whose interval has passed is
+        taken out of the map (atomically) and turned into an EV_DROP event with
+        EVF_SYNTHETIC, `suppressed` = the count, `packets` = 0. The next drop of
+        that tuple starts a new interval (and is reported at once)."""
+        m = self._map("drops")
+        keys, vals, n = m.lookup_all_raw()
+        if n == 0:
+            return _EMPTY_EVENTS
+        interval = int(self.aggregation().drop_interval_s * 1e9)
+        now = time.monotonic_ns()
+        ks = ctypes.sizeof(L.DropKey)
+        st = np.frombuffer(vals, dtype=[("last", "<u8"), ("suppressed", "<u8")], count=n)
+        due = np.nonzero((st["suppressed"] > 0) & (now - st["last"].astype(np.int64) >= interval))[
+            0
+        ]
+        out = []
+        for i in due:
+            key = L.DropKey.from_buffer_copy(keys, int(i) * ks)
+            v = m.lookup_and_delete(key)
+            if v is None or not v.suppressed:
+                continue
+            out.append(self._synthetic_drop(key, int(v.suppressed), now))
+        if not out:
+            return _EMPTY_EVENTS
+        return np.frombuffer(b"".join(bytes(e) for e in out), dtype=L.EVENT_DTYPE)
+
+    def _synthetic_drop(self, key: L.DropKey, suppressed: int, now: int) -> L.FlowEvent:
+        t = key.tuple
+        ev = L.FlowEvent(
+            ts_ns=now,
+            ifindex=t.ifindex,
+            direction=t.direction,
+            family=t.family,
+            proto=t.proto,
+            sport=t.sport,
+            dport=t.dport,
+            verdict=L.VERDICT_DROPPED,
+            drop_reason=key.reason,
+            reason=L.EV_DROP,
+            suppressed=min(suppressed, 0xFFFFFFFF),
+            flags=L.EVF_SYNTHETIC,
+        )
+        ev.saddr[:] = t.saddr
+        ev.daddr[:] = t.daddr
+        ep = self._map("endpoints").lookup(ctypes.c_uint32(t.ifindex))
+        own = int(ep.identity) if ep is not None else 0
+        ev.endpoint_id = int(ep.endpoint_id) if ep is not None else 0
+        remote_addr = bytes(t.daddr) if t.direction == L.DIR_EGRESS else bytes(t.saddr)
+        remote = self._identity_of(int(t.family), remote_addr)
+        ev.src_identity, ev.dst_identity = (
+            (own, remote) if t.direction == L.DIR_EGRESS else (remote, own)
+        )
+        return ev
+
+    def _identity_of(self, family: int, addr: bytes) -> int:
+        if family == 4:
+            k4 = L.Ipcache4Key(prefixlen=32)
+            k4.addr[:] = list(addr[:4])
+            v = self._map("ipcache4").lookup(k4)
+        elif family == 6:
+            k6 = L.Ipcache6Key(prefixlen=128)
+            k6.addr[:] = list(addr[:16])
+            v = self._map("ipcache6").lookup(k6)
+        else:
+            return 0
+        return int(v.identity) if v is not None else L.IDENTITY_WORLD
 
     # ------------------------------------------------------------ conntrack
 

@@ -27,6 +27,7 @@ import os
 import select
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -246,10 +247,15 @@ class EventReader:
         pages: int = 256,
         wakeup_events: int = 32,
         drain_interval: float = 0.025,
+        sweep: Callable[[], np.ndarray] | None = None,
+        sweep_interval: float = 1.0,
     ) -> None:
         from datapath.loader import META_ACK, Meta
 
         self.drain_interval = drain_interval
+        self._sweep = sweep
+        self._sweep_interval = sweep_interval
+        self._next_sweep = time.monotonic() + sweep_interval
         self._failed = failed_out
         self._meta = meta
         self._ack_key = ctypes.c_uint32(META_ACK)
@@ -308,6 +314,11 @@ class EventReader:
                 if len(ev):
                     parts.append(ev)
         losses = self._take_losses(lost)
+        if self._sweep is not None and time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self._sweep_interval
+            swept = self._sweep()
+            if len(swept):
+                parts.append(swept)
         if not parts:
             return EMPTY, losses
         events = parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -80,7 +80,7 @@ def unit_dp_module() -> Iterator[UnitDatapath]:
     try:
         dp.ensure_loaded()
         u = UnitDatapath(dp)
-        u.reader = dp.event_reader(pages=64, wakeup_events=1)
+        u.reader = dp.event_reader(pages=64, wakeup_events=1, sweep_interval_s=None)
         try:
             yield u
         finally:

@@ -448,3 +448,26 @@ def test_drops_are_rate_limited_per_tuple_with_a_suppressed_count(unit_dp: UnitD
     for _ in range(3):
         unit_dp.ingress(P.v4(PEER, ME, 17, P.udp(997, 80)))
     assert len(unit_dp.events()) == 3
+
+
+def test_suppressed_drops_nobody_reported_are_swept(unit_dp: UnitDatapath) -> None:
+    import time
+
+    unit_dp.dp.set_aggregation("medium", 5.0, drop_interval_s=0.2)
+    unit_dp.dp.install_policy(UNIT_EP, Direction.INGRESS, DENY_ALL)
+    for _ in range(5):
+        unit_dp.ingress(P.v4(PEER, ME, 17, P.udp(996, 80)))
+    assert len(unit_dp.events()) == 1
+    assert len(unit_dp.dp.sweep_suppressed_drops()) == 0  # not due yet
+    time.sleep(0.25)
+    swept = unit_dp.dp.sweep_suppressed_drops()
+    assert len(swept) == 1
+    e = swept[0]
+    assert int(e["suppressed"]) == 4 and int(e["flags"]) & L.EVF_SYNTHETIC
+    assert int(e["drop_reason"]) == L.DROP_POLICY_DENIED and int(e["sport"]) == 996
+    assert (int(e["src_identity"]), int(e["dst_identity"])) == (400, 300)
+    assert int(e["endpoint_id"]) == UNIT_EP and int(e["direction"]) == L.DIR_INGRESS
+    assert len(unit_dp.dp.sweep_suppressed_drops()) == 0  # taken once
+    unit_dp.ingress(P.v4(PEER, ME, 17, P.udp(996, 80)))  # reported at once again
+    ev = unit_dp.events()
+    assert len(ev) == 1 and int(ev[0]["suppressed"]) == 0
