@@ -147,3 +147,59 @@ def test_spo_malformed_documents_change_nothing(
         assert plab.lab.state.revision() == revision, name
         after = plab.probe(80, "TCP")
         assert after == before, f"{name}: enforcement changed"
+
+
+def test_spo_audit_mode_per_namespace_and_pod(plab: PolicyLab) -> None:
+    plab.reset()
+    deny = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "deny-ingress", "namespace": "x"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": []},
+    }
+    plab.apply([deny])
+    denied = plab.probe(80, "TCP")
+    assert not any(v for (s, d), v in denied.items() if d.startswith("x/"))
+    plab.label("namespaces", "x", {"policy.sensilla.io/audit": "true"})
+    audited = plab.probe(80, "TCP")
+    assert all(audited.values())
+    state = LabSource(plab.state_dir).cluster_state()
+    v = verdict("y/a", "x/a", 80, "TCP", state)
+    assert not v.allowed and v.forwarded and explain_dict(v)["verdict"] == "AUDIT"
+    plab.reset()
+    plab.apply([deny])
+    plab.label("pods", "x/b", {"policy.sensilla.io/audit": "true"})
+    one = plab.probe(80, "TCP")
+    for (s, d), connected in one.items():
+        if d.startswith("x/"):
+            assert connected == (d == "x/b"), (s, d)
+
+
+def test_spo_own_node_always_reaches_its_pods(plab: PolicyLab) -> None:
+    import socket
+
+    from sensilla.lab import netns as N
+
+    plab.reset()
+    plab.apply(
+        [
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": {"name": "deny-all", "namespace": ns},
+                "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+            }
+            for ns in ("x", "y", "z")
+        ]
+    )
+    assert not any(plab.probe(80, "TCP").values())
+    for pod in plab.layout.pods:
+        for node in plab.layout.nodes:
+            with N.entered(node.netns):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(0.5)
+            try:
+                ok = s.connect_ex((pod.ipv4, 80)) == 0
+            finally:
+                s.close()
+            assert ok == (node.name == pod.node.name), (node.name, pod.key)
