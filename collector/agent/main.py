@@ -52,6 +52,25 @@ class EnforcerComponent:
             await thread  # re-raises what the loop raised
 
 
+class ReadyLine:
+    """Print "ready" on stdout once the enforcer enforces a first revision (the
+    lab's process starter waits for that line), then wait for stop."""
+
+    name = "ready-line"
+
+    def __init__(self, enforcer: Enforcer, interval: float = 0.02) -> None:
+        self.enforcer = enforcer
+        self.interval = interval
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set() and self.enforcer.enforced_revision < 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval)
+        if not stop.is_set():
+            print("ready", flush=True)
+        await stop.wait()
+
+
 class Agent:
     def __init__(self, node: str, status: StatusPublisher, components: Sequence[Component]) -> None:
         self.node = node
@@ -111,6 +130,7 @@ def build_agent(
     netns: str | None = None,
     pin_root: str | Path = "/sys/fs/bpf/sensilla",
     poll: float = 0.2,
+    ready_line: bool = False,
 ) -> Agent:
     """The agent of a real node: the datapath under `pin_root`, interfaces found by
     endpoint discovery in `netns` (None: our own namespace)."""
@@ -124,6 +144,8 @@ def build_agent(
     enforcer = Enforcer(node, source, datapath, status, resolver)
     ctx = AgentContext(node, source, status, enforcer, netns)
     components: list[Component] = [EnforcerComponent(enforcer, poll)]
+    if ready_line:
+        components.append(ReadyLine(enforcer))
     for factory in COMPONENT_FACTORIES:
         c = factory(ctx)
         if c is not None:

@@ -33,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--status-file", help="where to publish status (default with a lab: its status dir)"
     )
     p.add_argument("--poll", type=float, default=0.05, help="lab source poll interval (s)")
+    p.add_argument(
+        "--ready-line",
+        action="store_true",
+        help='print "ready" on stdout once the first revision is enforced',
+    )
     p.set_defaults(handler=_run)
 
 
@@ -96,6 +101,7 @@ def _run(args: argparse.Namespace) -> int:
         status_writer=status_writer,
         netns=args.netns,
         pin_root=args.pin_root,
+        ready_line=args.ready_line,
     )
     log.info("collector for node %s, source %s", args.node, args.source)
     try:

@@ -7,7 +7,6 @@ each node's namespace, as the lab will) and stops them before the lab goes down.
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +19,7 @@ import yaml
 
 from collector.sources.lab import read_status, wait_for_collectors
 from sensilla.cli.main import main as cli
-from sensilla.lab import Options, temporary_lab
+from sensilla.lab import Options, processes, temporary_lab
 from sensilla.lab.layout import LabLayout
 from sensilla.lab.probe import probe, select_pairs
 from sensilla.lab.runtime import Lab, k8s_objects
@@ -33,7 +32,7 @@ class PolicyLab:
     lab: Lab
     layout: LabLayout
     workdir: Path
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)  # lab processes we started
 
     @property
     def state_dir(self) -> Path:
@@ -89,42 +88,45 @@ class PolicyLab:
 
     def collector_logs(self) -> str:
         out = []
-        for f in sorted(self.workdir.glob("collector-*.log")):
+        for f in sorted((self.lab.dir / "logs").glob("collector*.log")):
             out.append(f"--- {f.name}\n{f.read_text()[-4000:]}")
         return "\n".join(out)
 
 
+def collector_argv(node: str, state_dir: Path) -> list[str]:
+    """How a lab runs a node's collector (inside the node's namespace)."""
+    return [
+        sys.executable,
+        "-m",
+        "sensilla.cli.main",
+        "--log-level",
+        "INFO",
+        "collector",
+        "--node",
+        node,
+        "--source",
+        f"lab:{state_dir}",
+        "--ready-line",
+    ]
+
+
 def _start_collectors(plab: PolicyLab) -> None:
     for node in plab.layout.nodes:
-        log = open(plab.workdir / f"collector-{node.name}.log", "wb")  # noqa: SIM115
-        cmd = [
-            "nsenter",
-            f"--net=/var/run/netns/{node.netns}",
-            sys.executable,
-            "-m",
-            "sensilla.cli.main",
-            "--log-level",
-            "INFO",
-            "collector",
-            "--node",
-            node.name,
-            "--source",
-            f"lab:{plab.state_dir}",
-        ]
-        plab.processes.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
-        log.close()
+        name = f"collector-{node.name}"
+        processes.start(
+            plab.lab.dir,
+            name,
+            collector_argv(node.name, plab.state_dir),
+            netns=node.netns,
+            ready_line=True,
+        )
+        plab.started.append(name)
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
+def _lab_runs_collectors(lab: Lab) -> bool:
+    if lab.description().get("collectors"):
+        return True
+    return any(p.name.startswith("collector") for p in processes.list_processes(lab.dir))
 
 
 @contextlib.contextmanager
@@ -135,17 +137,17 @@ def policy_lab(prefix: str = "spo") -> Iterator[PolicyLab]:
     ):
         plab = PolicyLab(lab, lab.layout(), Path(tmp))
         try:
-            if not lab.description().get("collectors"):
+            if not _lab_runs_collectors(lab):
                 _start_collectors(plab)
             deadline = time.monotonic() + 60
             while True:
                 st = [read_status(plab.state_dir, n.name) for n in plab.layout.nodes]
                 if all(s is not None and s.get("revision", -1) >= 1 for s in st):
                     break
-                dead = [p for p in plab.processes if p.poll() is not None]
-                if dead or time.monotonic() > deadline:
+                if time.monotonic() > deadline:
                     raise AssertionError("collectors did not start:\n" + plab.collector_logs())
                 time.sleep(0.05)
             yield plab
         finally:
-            _stop(plab.processes)
+            for name in plab.started:
+                processes.stop_one(lab.dir, name)
