@@ -125,6 +125,7 @@ class Enforcer:
         self.pending: set[str] = set()  # endpoints whose interface is not there yet
         self.last_error: str | None = None
         self._loaded = False
+        self._reconciled = False
         self._ipcache: dict[IPNetwork, int] | None = None
         self._meanings: dict[int, LabelSet] = {}
         self._endpoints: dict[str, Installed] = {}
@@ -231,6 +232,16 @@ class Enforcer:
             dp.remove_endpoint(self._endpoints[key].info.ifindex)
             del self._endpoints[key]
             changed += 1
+        if not self._reconciled:
+            # After a restart on reused pins: endpoints a previous agent installed for
+            # pods that are gone since.
+            listed = getattr(dp, "endpoints", None)
+            if listed is not None:
+                ours = {e.info.ifindex for e in self._endpoints.values()}
+                for ifindex in sorted(set(listed()) - ours):
+                    dp.remove_endpoint(ifindex)
+                    changed += 1
+            self._reconciled = True
         if remeant:
             dp.sync_ipcache(ipcache)
             self._ipcache = ipcache

@@ -17,7 +17,7 @@ from datapath.types import Direction, EndpointInfo, EndpointPolicy, IPNetwork, R
 class FakeDatapath:
     loaded: bool = False
     ipcache: dict[IPNetwork, int] = field(default_factory=dict)
-    endpoints: dict[int, EndpointInfo] = field(default_factory=dict)  # ifindex -> info
+    endpoints_map: dict[int, EndpointInfo] = field(default_factory=dict)  # ifindex -> info
     policies: dict[tuple[int, Direction], EndpointPolicy] = field(default_factory=dict)
     attached: set[int] = field(default_factory=set)
     calls: list[str] = field(default_factory=list)
@@ -45,12 +45,12 @@ class FakeDatapath:
 
     def set_endpoint(self, info: EndpointInfo) -> Any:
         self._call("set_endpoint")
-        self.endpoints[info.ifindex] = info
+        self.endpoints_map[info.ifindex] = info
 
     def attach(self, ifindex: int) -> Any:
         self._call("attach")
-        assert ifindex in self.endpoints, "attached before the endpoint entry exists"
-        info = self.endpoints[ifindex]
+        assert ifindex in self.endpoints_map, "attached before the endpoint entry exists"
+        info = self.endpoints_map[ifindex]
         for d in Direction:
             assert (info.endpoint_id, d) in self.policies, "attached before its policies"
         self.attached.add(ifindex)
@@ -58,17 +58,20 @@ class FakeDatapath:
     def remove_endpoint(self, ifindex: int) -> Any:
         self._call("remove_endpoint")
         self.attached.discard(ifindex)
-        info = self.endpoints.pop(ifindex, None)
+        info = self.endpoints_map.pop(ifindex, None)
         if info is not None:
             for d in Direction:
                 self.policies.pop((info.endpoint_id, d), None)
+
+    def endpoints(self) -> dict[int, EndpointInfo]:
+        return dict(self.endpoints_map)
 
     def close(self) -> Any:
         self._call("close")
 
     # --- deciding on the programmed maps ------------------------------------------------
     def _side(self, ifindex: int, direction: Direction, remote: Any, proto: int, port: int) -> bool:
-        info = self.endpoints[ifindex]
+        info = self.endpoints_map[ifindex]
         pol = self.policies[(info.endpoint_id, direction)]
         ident = lpm(self.ipcache, remote)
         remote_id = int(ReservedIdentity.WORLD) if ident is None else ident

@@ -222,3 +222,18 @@ def test_spo_policy_documents_roundtrip_into_state(lab_state: StateDir) -> None:
     assert cs.policies["x/deny-ingress"] == parsed.policy.__class__(
         **{**parsed.policy.__dict__, "resource_version": str(lab_state.revision())}
     )
+
+
+def test_spo_agent_restart_on_reused_maps_removes_stale_endpoints(lab_state: StateDir) -> None:
+    node = lab_state.read("pods", "x/a")["spec"]["nodeName"]  # type: ignore[index]
+    dp = FakeDatapath()
+    first = Enforcer(node, LabSource(lab_state.path), dp, resolve_ifindex=resolver)
+    assert first.sync().ok
+    before = set(dp.endpoints())
+    # While no agent runs, x/a goes away; a new agent finds the old maps (pins reused).
+    lab_state.apply([("pods", None, "x/a")])
+    second = Enforcer(node, LabSource(lab_state.path), dp, resolve_ifindex=resolver)
+    assert second.sync().ok
+    gone = before - set(dp.endpoints())
+    assert len(gone) == 1 and set(dp.endpoints()) <= before
+    assert "x/a" not in second.plan.endpoints  # type: ignore[union-attr]
