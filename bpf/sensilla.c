@@ -648,6 +648,8 @@ static __always_inline int drop(struct __sk_buff *skb, struct scratch *s, struct
 		s->dk.reason = reason;
 		struct drop_state *st = drops.lookup(&s->dk);
 		if (st) {
+			st->remote_identity = remote_identity;
+			st->attribution = attribution;
 			if (now - st->last_report_ns < CFG(cfg, drop_interval_ns, DEFAULT_DROP_INTERVAL_NS)) {
 				__sync_fetch_and_add(&st->suppressed, 1);
 				return TC_ACT_SHOT;
@@ -657,6 +659,8 @@ static __always_inline int drop(struct __sk_buff *skb, struct scratch *s, struct
 		} else {
 			s->ds.last_report_ns = now;
 			s->ds.suppressed = 0;
+			s->ds.remote_identity = remote_identity;
+			s->ds.attribution = attribution;
 			drops.update(&s->dk, &s->ds);
 		}
 	}

@@ -171,7 +171,9 @@ struct drop_key {
 
 struct drop_state {
 	__u64 last_report_ns;
-	__u64 suppressed;  /* drops not reported since the last report */
+	__u64 suppressed;      /* drops not reported since the last report */
+	__u32 remote_identity; /* as of the last drop (for swept reports) */
+	__u32 attribution;
 };
 
 /* ---- IPv4/IPv6 fragments: LRU hash of first fragments' L4 ports ---- */

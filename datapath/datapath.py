@@ -504,7 +504,11 @@ class Datapath:
         interval = int(self.aggregation().drop_interval_s * 1e9)
         now = time.monotonic_ns()
         ks = ctypes.sizeof(L.DropKey)
-        st = np.frombuffer(vals, dtype=[("last", "<u8"), ("suppressed", "<u8")], count=n)
+        st = np.frombuffer(
+            vals,
+            dtype=[("last", "<u8"), ("suppressed", "<u8"), ("remote", "<u4"), ("attr", "<u4")],
+            count=n,
+        )
         due = np.nonzero((st["suppressed"] > 0) & (now - st["last"].astype(np.int64) >= interval))[
             0
         ]
@@ -514,12 +518,12 @@ class Datapath:
             v = m.lookup_and_delete(key)
             if v is None or not v.suppressed:
                 continue
-            out.append(self._synthetic_drop(key, int(v.suppressed), now))
+            out.append(self._synthetic_drop(key, v, now))
         if not out:
             return _EMPTY_EVENTS
         return np.frombuffer(b"".join(bytes(e) for e in out), dtype=L.EVENT_DTYPE)
 
-    def _synthetic_drop(self, key: L.DropKey, suppressed: int, now: int) -> L.FlowEvent:
+    def _synthetic_drop(self, key: L.DropKey, st: L.DropState, now: int) -> L.FlowEvent:
         t = key.tuple
         ev = L.FlowEvent(
             ts_ns=now,
@@ -532,7 +536,8 @@ class Datapath:
             verdict=L.VERDICT_DROPPED,
             drop_reason=key.reason,
             reason=L.EV_DROP,
-            suppressed=min(suppressed, 0xFFFFFFFF),
+            suppressed=min(int(st.suppressed), 0xFFFFFFFF),
+            attribution=st.attribution,
             flags=L.EVF_SYNTHETIC,
         )
         ev.saddr[:] = t.saddr
@@ -540,25 +545,11 @@ class Datapath:
         ep = self._map("endpoints").lookup(ctypes.c_uint32(t.ifindex))
         own = int(ep.identity) if ep is not None else 0
         ev.endpoint_id = int(ep.endpoint_id) if ep is not None else 0
-        remote_addr = bytes(t.daddr) if t.direction == L.DIR_EGRESS else bytes(t.saddr)
-        remote = self._identity_of(int(t.family), remote_addr)
+        remote = int(st.remote_identity)
         ev.src_identity, ev.dst_identity = (
             (own, remote) if t.direction == L.DIR_EGRESS else (remote, own)
         )
         return ev
-
-    def _identity_of(self, family: int, addr: bytes) -> int:
-        if family == 4:
-            k4 = L.Ipcache4Key(prefixlen=32)
-            k4.addr[:] = list(addr[:4])
-            v = self._map("ipcache4").lookup(k4)
-        elif family == 6:
-            k6 = L.Ipcache6Key(prefixlen=128)
-            k6.addr[:] = list(addr[:16])
-            v = self._map("ipcache6").lookup(k6)
-        else:
-            return 0
-        return int(v.identity) if v is not None else L.IDENTITY_WORLD
 
     # ------------------------------------------------------------ conntrack
 

@@ -190,7 +190,12 @@ class DropKey(ctypes.Structure):
 
 
 class DropState(ctypes.Structure):
-    _fields_ = [("last_report_ns", c_u64), ("suppressed", c_u64)]
+    _fields_ = [
+        ("last_report_ns", c_u64),
+        ("suppressed", c_u64),
+        ("remote_identity", c_u32),
+        ("attribution", c_u32),
+    ]
 
 
 class FragKey(ctypes.Structure):

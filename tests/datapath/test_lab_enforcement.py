@@ -78,7 +78,7 @@ def test_enforced_endpoint_without_allows_drops_everything_but_its_node(
             assert not any(res.values()), (proto, family, res)
     # ICMP echo
     pod = lab_dp.pod(target)
-    for src in others[:3]:
+    for src in others[:1]:
         for addr in (pod.ipv4, pod.ipv6):
             assert not ping(lab_dp.pod(src).netns, addr)
     ev, _ = lab_dp.drain()

@@ -466,8 +466,20 @@ def test_suppressed_drops_nobody_reported_are_swept(unit_dp: UnitDatapath) -> No
     assert int(e["suppressed"]) == 4 and int(e["flags"]) & L.EVF_SYNTHETIC
     assert int(e["drop_reason"]) == L.DROP_POLICY_DENIED and int(e["sport"]) == 996
     assert (int(e["src_identity"]), int(e["dst_identity"])) == (400, 300)
+    assert int(e["attribution"]) == DENY_ALL.deny_attribution
     assert int(e["endpoint_id"]) == UNIT_EP and int(e["direction"]) == L.DIR_INGRESS
     assert len(unit_dp.dp.sweep_suppressed_drops()) == 0  # taken once
     unit_dp.ingress(P.v4(PEER, ME, 17, P.udp(996, 80)))  # reported at once again
     ev = unit_dp.events()
     assert len(ev) == 1 and int(ev[0]["suppressed"]) == 0
+
+
+def test_run_statistics_for_benchmarks(unit_dp: UnitDatapath) -> None:
+    before = unit_dp.dp.prog_stats()["from_pod"]
+    with unit_dp.dp.enable_stats():
+        for i in range(10):
+            unit_dp.egress(syn(ME, PEER, 2000 + i, 80))
+    after = unit_dp.dp.prog_stats()["from_pod"]
+    assert after.run_cnt - before.run_cnt == 10
+    assert after.run_time_ns > before.run_time_ns
+    assert after.verified_insns > 0 and after.prog_id == before.prog_id
