@@ -520,33 +520,7 @@ class RelayClient:
                 max_edges=max_edges,
             ),
         )
-        workloads = pd.DataFrame(
-            [
-                {"id": w.id, "namespace": w.namespace, "name": w.name, "kind": w.kind,
-                 "identity": w.identity}
-                for w in resp.workloads
-            ],
-            columns=["id", "namespace", "name", "kind", "identity"],
-        )
-        edges = pd.DataFrame(
-            [
-                {
-                    "source_id": e.source_id,
-                    "destination_id": e.destination_id,
-                    "protocol": e.protocol.upper(),
-                    "port": e.port,
-                    "verdict": verdict_name(e.verdict),
-                    "flows": e.flows,
-                    "packets": e.packets,
-                    "bytes": e.bytes,
-                    "drop_reasons": ", ".join(drop_reason_name(r) for r in e.drop_reasons),
-                }
-                for e in resp.edges
-            ],
-            columns=["source_id", "destination_id", "protocol", "port", "verdict", "flows",
-                     "packets", "bytes", "drop_reasons"],
-        )
-        return ServiceMap(workloads, edges, resp.truncated)
+        return service_map_from_proto(resp)
 
     def drop_summary(
         self,
@@ -635,6 +609,37 @@ class RelayClient:
             suggested_policy=resp.suggested_policy,
             last_observed=resp.last_observed if resp.HasField("last_observed") else None,
         )
+
+
+def service_map_from_proto(resp: query_pb2.ServiceMapResponse) -> ServiceMap:
+    """The relay's ServiceMap answer as two small frames."""
+    workloads = pd.DataFrame(
+        [
+            {"id": w.id, "namespace": w.namespace, "name": w.name, "kind": w.kind,
+             "identity": w.identity}
+            for w in resp.workloads
+        ],
+        columns=["id", "namespace", "name", "kind", "identity"],
+    )
+    edges = pd.DataFrame(
+        [
+            {
+                "source_id": e.source_id,
+                "destination_id": e.destination_id,
+                "protocol": e.protocol.upper(),
+                "port": e.port,
+                "verdict": verdict_name(e.verdict),
+                "flows": e.flows,
+                "packets": e.packets,
+                "bytes": e.bytes,
+                "drop_reasons": ", ".join(drop_reason_name(r) for r in e.drop_reasons),
+            }
+            for e in resp.edges
+        ],
+        columns=["source_id", "destination_id", "protocol", "port", "verdict", "flows",
+                 "packets", "bytes", "drop_reasons"],
+    )
+    return ServiceMap(workloads, edges, resp.truncated)
 
 
 def _policy_ref(ref: query_pb2.PolicyRef) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import contextlib
 import hashlib
 import ipaddress
 import random
@@ -719,11 +720,15 @@ class FakeRelay:
         return self.address
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        """Stop serving (safe to call twice)."""
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(stop.set)
         if self._thread is not None:
             self._thread.join(10)
         self._thread = None
+        self._loop = None
 
     def _run(self, listen: str) -> None:
         try:

@@ -3,8 +3,6 @@ deny), and pairs that started dropping recently."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 import streamlit as st
 
@@ -41,31 +39,35 @@ if not summary.reasons.empty:
                                              step_seconds=summary.step_seconds, span=span),
                     key="dr_reasons")
 
-PAIR_CONFIG: dict[str, Any] = {
+PAIR_COLUMNS = {
     "source": "Source",
     "destination": "Destination",
     "port": "Port/Protocol",
     "reason": "Reason",
-    "drops": st.column_config.NumberColumn("Drops", format="%d"),
+    "drops": "Drops",
     "denied_by": "Denied by",
-    "first_seen": st.column_config.DatetimeColumn("First drop", format="YYYY-MM-DD HH:mm:ss"),
-    "last_seen": st.column_config.DatetimeColumn("Last drop", format="YYYY-MM-DD HH:mm:ss"),
+    "first_seen": "First drop (UTC)",
+    "last_seen": "Last drop (UTC)",
 }
 
 
 def pairs_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The pairs as a small static table (at most the relay's top N rows)."""
     out = frame.copy()
     out["port"] = [f"{p}/{proto}" if p else proto for p, proto in
                    zip(out["port"], out["protocol"], strict=True)]
-    return out[list(PAIR_CONFIG)]
+    out["drops"] = [f"{int(n):,}" for n in out["drops"]]
+    for col in ("first_seen", "last_seen"):
+        out[col] = [t.strftime("%Y-%m-%d %H:%M:%S") if t is not None and not pd.isna(t) else ""
+                    for t in out[col]]
+    return out[list(PAIR_COLUMNS)].rename(columns=PAIR_COLUMNS)
 
 
 st.subheader("Top dropped pairs")
 if summary.top_pairs.empty:
     banner.no_data("no dropped pair in the window.")
 else:
-    st.dataframe(pairs_table(summary.top_pairs), hide_index=True, column_config=PAIR_CONFIG,
-                 key="dr_top")
+    st.table(pairs_table(summary.top_pairs), hide_index=True)
 
 st.subheader("Started dropping recently")
 st.caption("Pairs whose first drop falls in the last quarter of the window and that were "
@@ -73,8 +75,7 @@ st.caption("Pairs whose first drop falls in the last quarter of the window and t
 if summary.new_drops.empty:
     st.success("No pair started dropping recently.", icon=":material/check_circle:")
 else:
-    st.dataframe(pairs_table(summary.new_drops), hide_index=True, column_config=PAIR_CONFIG,
-                 key="dr_new")
+    st.table(pairs_table(summary.new_drops), hide_index=True)
 
 # -- jump to Troubleshoot with a pair filled in (pods only: Explain needs pods)
 try:

@@ -1,0 +1,325 @@
+"""The dashboard in a real browser: headless Chromium (Debian's /usr/bin/chromium,
+driven by playwright) against ``sensilla ui`` pointed at a relay.
+
+The checks are written against a :class:`Target`: a relay address plus what the
+relay is known to hold (namespaces, one denied pair and the policy that denies
+it). Today the only target is the fake relay of tests/ui/fake_relay.py. A lab
+target (issue 10, acceptance 2) needs ``sensilla lab up`` to start collectors and
+a relay that serves observer.Observer and sensilla.query.v1.Query; it would bring
+up the default lab, apply a policy denying x/a → y/b:80/TCP, generate the
+allowed and denied traffic with ``sensilla lab probe``, run the same checks, and
+then apply the snippet shown on the Troubleshoot page with ``sensilla policy
+apply`` and probe again. Screenshots of every page go to tests/artifacts/ui/.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.ui.conftest import ARTIFACTS
+from tests.ui.fake_relay import FakeRelay
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-quic", "--no-first-run"]
+PAGES = {  # url path -> heading
+    "": "Overview",
+    "service_map": "Service map",
+    "flows": "Flows",
+    "drops": "Drops",
+    "troubleshoot": "Troubleshoot",
+}
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium")
+
+
+@dataclass
+class Target:
+    """A relay the UI reads, and what it is known to hold."""
+
+    name: str
+    relay: str
+    namespaces: list[str]
+    denied: tuple[str, str, int, str]  # source, destination, port, protocol
+    denying_policy: str  # "namespace/name" of the policy whose selection denies it
+    stop_relay: Callable[[], None]
+
+    @property
+    def denied_edge_key(self) -> str:
+        s, d, port, proto = self.denied
+        return f"{s}|{d}|{proto}|{port}|DROPPED"
+
+
+@pytest.fixture(scope="module")
+def target() -> Iterator[Target]:
+    relay = FakeRelay("lab")
+    address = relay.start("127.0.0.1:0")
+    try:
+        yield Target(name="fake", relay=address,
+                     namespaces=["kube-system", "monitoring", "x", "y", "z"],
+                     denied=("x/a", "y/b", 80, "TCP"), denying_policy="y/allow-from-y",
+                     stop_relay=relay.stop)
+    finally:
+        relay.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def ui_url(target: Target, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`sensilla ui` against the target's relay, on a free loopback port."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("suiui") / "ui.log"
+    sensilla = Path(sys.executable).parent / "sensilla"
+    env = dict(os.environ, HOME=str(log.parent))  # streamlit writes ~/.streamlit
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(sensilla), "ui", "--relay", target.relay, "--port", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"sensilla ui did not start:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    profile = tmp_path_factory.mktemp("suichromium")
+    with sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
+            viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    p = browser.new_page()
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def settle(page: Any, timeout: float = 20.0) -> None:
+    """Wait until Streamlit has finished running the script."""
+    deadline = time.monotonic() + timeout
+    page.wait_for_timeout(300)
+    while time.monotonic() < deadline:
+        running = page.locator('[data-testid="stStatusWidget"]').count()
+        skeleton = page.locator('[data-testid="stSkeleton"]').count()
+        if not running and not skeleton:
+            page.wait_for_timeout(400)
+            if not page.locator('[data-testid="stStatusWidget"]').count():
+                return
+        page.wait_for_timeout(200)
+    raise AssertionError("the app kept running")
+
+
+def open_page(page: Any, url: str, path: str, *, query: str = "") -> None:
+    page.goto(f"{url}/{path}{'?' + query if query else ''}")
+    page.locator('[data-testid="stHeading"]', has_text=PAGES[path]).first.wait_for(
+        timeout=30_000)
+    settle(page)
+
+
+def no_traceback(page: Any) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0
+    body = page.locator("body").inner_text()
+    assert "Traceback" not in body and "Error running app" not in body
+
+
+def shoot(page: Any, name: str) -> Path:
+    """A screenshot of the whole page (Streamlit scrolls inside its main block)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    height = page.evaluate(
+        "() => (document.querySelector('[data-testid=\"stMain\"]') || document.body)"
+        ".scrollHeight")
+    page.set_viewport_size({"width": 1400, "height": max(1000, min(int(height) + 40, 6000))})
+    page.wait_for_timeout(700)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    return path
+
+
+def text(page: Any) -> str:
+    return str(page.locator('[data-testid="stMain"]').inner_text())
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_sui_browser_ui_binds_loopback_only(ui_url: str) -> None:
+    port = int(ui_url.rsplit(":", 1)[1])
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True).stdout.split()
+    listening = [w for w in out if w.endswith(f":{port}")]
+    assert listening == [f"127.0.0.1:{port}"]
+
+
+@pytest.mark.parametrize("path", list(PAGES))
+def test_sui_browser_every_page_renders(path: str, ui_url: str, page: Any,
+                                        target: Target) -> None:
+    open_page(page, ui_url, path)
+    no_traceback(page)
+    body = text(page)
+    assert "Relay unavailable" not in body
+    sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
+    assert "2 nodes connected" in sidebar
+    for title in PAGES.values():  # navigation
+        assert title in sidebar
+    shoot(page, path or "overview")
+
+
+def test_sui_browser_service_map_dropped_edge_click_shows_flows(ui_url: str, page: Any,
+                                                                target: Target) -> None:
+    open_page(page, ui_url, "service_map")
+    plot = page.locator(".js-plotly-plot").first
+    plot.wait_for()
+    labels = page.locator(".js-plotly-plot .annotation-text").all_text_contents()
+    assert set(target.namespaces) <= set(labels)
+    legend = page.locator(".js-plotly-plot .legendtext").all_text_contents()
+    assert "dropped" in legend
+    key = target.denied_edge_key
+    plot.scroll_into_view_if_needed()
+    spot = page.evaluate(
+        """(key) => {
+            const gd = document.querySelector('.js-plotly-plot');
+            const trace = gd.data.findIndex(t => t.name === 'edges');
+            const i = gd.data[trace].customdata.indexOf(key);
+            if (i < 0) return null;
+            gd.scrollIntoView({block: 'center'});
+            const fl = gd._fullLayout, r = gd.getBoundingClientRect();
+            return {x: r.left + fl._size.l + fl.xaxis.l2p(gd.data[trace].x[i]),
+                    y: r.top + fl._size.t + fl.yaxis.l2p(gd.data[trace].y[i]),
+                    color: gd.data[trace].marker.color[i]};
+        }""", key)
+    assert spot is not None, f"no edge {key} on the map"
+    assert spot["color"] == "#d62728"  # dropped
+    src, dst, port, proto = target.denied
+    page.mouse.click(spot["x"], spot["y"])
+    heading = page.locator('[data-testid="stHeading"]', has_text=f"Flows of {src} → {dst}")
+    heading.wait_for(timeout=20_000)
+    settle(page)
+    body = text(page)
+    assert f"{port}/{proto} · DROPPED" in body
+    assert page.locator('[data-testid="stDataFrame"]').count() >= 1
+    no_traceback(page)
+    shoot(page, "service_map_edge_selected")
+
+
+def test_sui_browser_drops_lists_the_denied_pair(ui_url: str, page: Any, target: Target
+                                                 ) -> None:
+    open_page(page, ui_url, "drops")
+    src, dst, port, proto = target.denied
+    rows = page.locator('[data-testid="stTable"]').first.evaluate(
+        "t => [...t.querySelectorAll('tr')].map("
+        "r => [...r.querySelectorAll('th, td')].map(c => c.textContent.trim()))")
+    header = rows[0]
+    table = [dict(zip(header, r, strict=True)) for r in rows[1:]]
+    wanted = [r for r in table if (r["Source"], r["Destination"], r["Port/Protocol"])
+              == (src, dst, f"{port}/{proto}")]
+    assert len(wanted) == 1, table
+    assert wanted[0]["Reason"] == "POLICY_DENIED"
+    assert wanted[0]["Denied by"] == f"default deny (selected by {target.denying_policy})"
+    assert "Started dropping recently" in text(page)
+    no_traceback(page)
+
+
+def test_sui_browser_troubleshoot_explains_with_a_snippet(ui_url: str, page: Any,
+                                                          target: Target) -> None:
+    src, dst, port, proto = target.denied
+    open_page(page, ui_url, "troubleshoot",
+              query=f"from={src}&to={dst}&port={port}&protocol={proto}")
+    body = text(page)
+    assert f"Denied: {src} → {dst} on {port}/{proto}" in body
+    assert "no rule allows this traffic → denied by default deny" in body
+    code = page.locator('[data-testid="stCode"]').first
+    snippet = code.inner_text()
+    assert "kind: NetworkPolicy" in snippet and f"port: {port}" in snippet
+    # the copy button puts exactly the snippet on the clipboard
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=ui_url)
+    code.hover()
+    code.get_by_role("button", name="Copy to clipboard").click()
+    copied = page.evaluate("() => navigator.clipboard.readText()")
+    assert copied.strip() == snippet.strip()
+    no_traceback(page)
+    shoot(page, "troubleshoot_denied")
+
+
+def test_sui_browser_flows_live_mode_and_export(ui_url: str, page: Any) -> None:
+    open_page(page, ui_url, "flows")
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Export CSV").click()
+    path = dl.value.path()
+    assert path is not None
+    lines = Path(path).read_text().splitlines()
+    assert lines[0].startswith("time,source,destination,port,verdict,drop_reason,tcp_flags,node")
+    assert len(lines) == 101
+    page.get_by_text("Live", exact=True).click()
+    caption = page.get_by_text("Live ·")
+    caption.wait_for(timeout=20_000)
+    first = caption.inner_text()
+    # the fragment refreshes by itself every 2 s
+    deadline = time.monotonic() + 15
+    while caption.inner_text() == first and time.monotonic() < deadline:
+        page.wait_for_timeout(300)
+    assert caption.inner_text() != first
+    no_traceback(page)
+
+
+def test_sui_browser_relay_down_banner_on_every_page(ui_url: str, page: Any,
+                                                     target: Target) -> None:
+    target.stop_relay()
+    time.sleep(2.5)  # the relay status is cached for 2 s
+    for path in PAGES:
+        open_page(page, ui_url, path)
+        banner = page.locator('[data-testid="stAlert"]', has_text="Relay unavailable")
+        banner.first.wait_for(timeout=20_000)
+        assert f"cannot reach the relay at {target.relay}" in banner.first.inner_text()
+        no_traceback(page)
+        shoot(page, f"relay_down_{path or 'overview'}")
