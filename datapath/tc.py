@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2 import IPRoute
+from pyroute2 import IPRoute, NetNS
 from pyroute2.netlink.exceptions import NetlinkError
 
 PARENT_INGRESS = 0xFFFFFFF2  # clsact ingress: packets the pod sends (from_pod)
@@ -41,7 +41,7 @@ class TcFilter:
 
 @contextlib.contextmanager
 def netlink(netns: str | None) -> Iterator[IPRoute]:
-    ipr = IPRoute(netns=netns, flags=0) if netns else IPRoute()
+    ipr = NetNS(netns, flags=0) if netns else IPRoute()
     try:
         yield ipr
     finally:

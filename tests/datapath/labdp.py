@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pyroute2 import IPRoute
+from pyroute2 import NetNS
 
 from datapath import Datapath, EventReader, LoadResult, Losses
 from datapath.types import Direction, EndpointInfo, EndpointPolicy, ReservedIdentity
@@ -112,7 +112,7 @@ class LabDatapath:
             self.load_results[node.short] = dp.ensure_loaded()
             dp.sync_ipcache(self.ipcache_for(node))
         for p in layout.pods:
-            with IPRoute(netns=p.node.netns, flags=0) as ipr:
+            with NetNS(p.node.netns, flags=0) as ipr:
                 self.ifindex[p.key] = int(ipr.link_lookup(ifname=p.host_if)[0])
             dp = self.dp_of(p.key)
             dp.set_endpoint(

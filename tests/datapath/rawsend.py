@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2 import IPRoute
+from pyroute2 import NetNS
 
 from sensilla.lab import netns as N
 from tests.datapath import packets as P
@@ -20,7 +20,7 @@ ETH_P_ALL = 0x0003
 
 
 def mac_of(netns: str, ifname: str) -> bytes:
-    with IPRoute(netns=netns, flags=0) as ipr:
+    with NetNS(netns, flags=0) as ipr:
         link = ipr.get_links(ifname=ifname)[0]
         return bytes.fromhex(link.get_attr("IFLA_ADDRESS").replace(":", ""))
 
