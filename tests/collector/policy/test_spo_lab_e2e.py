@@ -145,7 +145,7 @@ def test_spo_malformed_documents_change_nothing(
         if path:
             assert f"{path}: " in err, (name, err)
         assert plab.lab.state.revision() == revision, name
-        after = plab.probe(80, "TCP")
+        after = plab.probe(80, "TCP", timeout=0.3)
         assert after == before, f"{name}: enforcement changed"
 
 
