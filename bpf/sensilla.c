@@ -98,7 +98,7 @@ struct pkt {
 	__u8 icmp_code;
 	__u8 iproto;     /* embedded packet's protocol; 0: not an ICMP error */
 	__u8 frag;       /* 1: a non-first fragment, 2: a first fragment */
-	__u8 pad;
+	__u8 hlim;       /* IPv6 hop limit */
 };
 
 /* Per-CPU scratch space: keeps the 512-byte stack free. */
@@ -229,7 +229,9 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p, __u32 
 		p->icmp_type = type;
 		p->icmp_code = b[1];
 		if (p->proto == NS_IPPROTO_ICMPV6) {
-			if (type >= 133 && type <= 137) /* neighbour discovery */
+			/* neighbour discovery (RFC 4861: hop limit 255, so never a
+			 * forwarded packet; anything else is judged by policy) */
+			if (type >= 133 && type <= 137 && p->hlim == 255)
 				return p->frag ? DROP_INVALID_PACKET : PARSE_PASS;
 			if (type == 128) {
 				p->sport = id;
@@ -376,6 +378,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct scratch *s, 
 	if (NS_ETH_HLEN + sizeof(ih) + plen > skb->len)
 		return DROP_INVALID_PACKET;
 	p->family = 6;
+	p->hlim = ih.hlim;
 	p->l3end = NS_ETH_HLEN + sizeof(ih) + plen;
 	__builtin_memcpy(p->saddr, ih.saddr, 16);
 	__builtin_memcpy(p->daddr, ih.daddr, 16);

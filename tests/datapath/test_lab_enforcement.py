@@ -90,7 +90,9 @@ def test_enforced_endpoint_without_allows_drops_everything_but_its_node(
     assert all(int(a) == 42 for a in drops["attribution"])
     # the other pods are unaffected
     assert lab_dp.probe("x/b", "y/b", 80)
-    # its own node still reaches it (TCP from the node namespace)
+    # its own node still reaches it (TCP from the node namespace); neighbour
+    # resolution has to pass the enforced hook
+    flush_neighbours(lab_dp)
     assert node_connects(lab_dp, pod.node.netns, pod.ipv4, 80)
     assert node_connects(lab_dp, pod.node.netns, pod.ipv6, 80)
     assert ping(pod.node.netns, pod.ipv4)
@@ -195,6 +197,7 @@ def test_replies_pass_through_conntrack(lab_dp: LabDatapath) -> None:
         "y/b", Direction.INGRESS, EndpointPolicy(True, rules=(PolicyRule(0, 6, 80, 80, 2),))
     )
     lab_dp.install("y/b", Direction.EGRESS, DENY_ALL)
+    flush_neighbours(lab_dp)  # ARP and ND must pass both enforced directions
     for family in (4, 6):
         assert lab_dp.probe(src, "y/b", 80, "TCP", family)  # replies come back in
         assert not lab_dp.probe("y/b", src, 80, "TCP", family, 0.6)

@@ -40,7 +40,8 @@ def _bases() -> list[bytes]:
         P.v6(PEER6, ME6, 44, P.frag_header(6, 0, True, 1) + tcp[:32]),
         P.v6(PEER6, ME6, 44, P.frag_header(6, 4, False, 1) + tcp[32:]),
         P.v6(PEER6, ME6, 58, P.icmp6(128, ident=3)),
-        P.v6(PEER6, ME6, 58, P.icmp6(135)),
+        P.v6(PEER6, ME6, 58, P.icmp6(135), hlim=255),
+        P.v6(PEER6, ME6, 58, P.icmp6(136), hlim=254),
         P.v6(PEER6, ME6, 58, P.icmp6(1, 4, payload=P.ipv6(ME6, PEER6, 17, udp))),
     ]
 
@@ -53,7 +54,7 @@ def is_arp_or_nd(frame: bytes) -> bool:
     (proto,) = struct.unpack_from("!H", frame, 12)
     if proto == P.ETH_P_ARP:
         return True
-    if proto != P.ETH_P_IPV6 or len(frame) < 54 or frame[14] >> 4 != 6:
+    if proto != P.ETH_P_IPV6 or len(frame) < 54 or frame[14] >> 4 != 6 or frame[21] != 255:
         return False
     (plen,) = struct.unpack_from("!H", frame, 18)
     end = 54 + plen

@@ -69,13 +69,15 @@ def test_arp_and_neighbour_discovery_always_pass(unit_dp: UnitDatapath) -> None:
     assert unit_dp.egress(P.arp()) == PASS
     assert unit_dp.ingress(P.arp()) == PASS
     for t in (133, 134, 135, 136, 137):
-        assert unit_dp.egress(P.v6(ME6, PEER6, 58, P.icmp6(t))) == PASS
-        assert unit_dp.ingress(P.v6(PEER6, ME6, 58, P.icmp6(t))) == PASS
+        assert unit_dp.egress(P.v6(ME6, PEER6, 58, P.icmp6(t), hlim=255)) == PASS
+        assert unit_dp.ingress(P.v6(PEER6, ME6, 58, P.icmp6(t), hlim=255)) == PASS
+        # a forwarded "neighbour discovery" packet (hop limit < 255) is not genuine
+        assert unit_dp.ingress(P.v6(PEER6, ME6, 58, P.icmp6(t), hlim=254)) == DROP
     # an echo request is not neighbour discovery
     assert unit_dp.egress(P.v6(ME6, PEER6, 58, P.icmp6(128, ident=5))) == DROP
     # neighbour discovery in a fragment is not genuine
     frag = P.frag_header(58, 0, True, 99) + P.icmp6(135)
-    assert unit_dp.egress(P.v6(ME6, PEER6, 44, frag)) == DROP
+    assert unit_dp.egress(P.v6(ME6, PEER6, 44, frag, hlim=255)) == DROP
     assert unit_dp.events() is not None
 
 
