@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -338,3 +339,41 @@ def test_attach_refuses_a_hook_held_by_another_program(lab_dp: LabDatapath) -> N
         subprocess.run([*ns, "tc", "qdisc", "del", "dev", p.host_if, "clsact"], check=False)
         dp.attach(p.host_if)
     assert lab_dp.probe("x/a", "z/c", 80)
+
+
+def test_a_changed_source_is_recompiled_and_reattached_in_place() -> None:
+    """Pins of another source (an upgrade): ensure_loaded compiles and re-pins
+    (REPLACED); the old programs keep forwarding until attach replaces them."""
+    import ctypes
+
+    from datapath import loader
+
+    with lab_datapath() as ld:
+        node = ld.layout.nodes[0]
+        dp = ld.dps[node.short]
+        meta = loader.read_meta(dp._p.meta)
+        meta.source_hash[0] ^= 0xFF  # pretend the pins came from other sources
+        dp._p.meta.update(ctypes.c_uint32(loader.META_LOAD), meta)
+        old_id = dp.prog_stats()["from_pod"].prog_id
+        dp.close()
+        fresh = Datapath.open(dp.node_name, netns=node.netns)
+        ld.dps[node.short] = fresh
+        assert fresh.ensure_loaded() == LoadResult.REPLACED
+        assert fresh.prog_stats()["from_pod"].prog_id != old_id
+        pods = [p for p in ld.layout.pods if p.node is node]
+        # old filters still run the old programs: traffic flows meanwhile
+        assert ld.probe(pods[0].key, pods[1].key, 80)
+        fresh.sync_ipcache(ld.ipcache_for(node))
+        for p in pods:
+            from datapath.types import EndpointInfo
+
+            fresh.set_endpoint(
+                EndpointInfo(ld.ifindex[p.key], ld.endpoint_id[p.key], ld.identity[p.key])
+            )
+            assert fresh.attach(p.host_if)  # replaced in place
+            assert not fresh.attach(p.host_if)
+        assert ld.probe(pods[0].key, pods[1].key, 80)
+        state = _tc_state(node.netns, pods[0].host_if)
+        new_id = fresh.prog_stats()["from_pod"].prog_id
+        assert re.search(rf"from_pod:{new_id}\b", state)
+        assert not re.search(rf"from_pod:{old_id}\b", state)
