@@ -236,3 +236,20 @@ def test_level_maximum_reports_start_and_end_only(lab_dp: LabDatapath) -> None:
         reasons = sorted(int(r) for r in mine["reason"])
         # per connection and endpoint: exactly one start and one end, nothing else
         assert reasons == [L.EV_START] * n + [L.EV_END] * n, (key, reasons)
+
+
+def test_a_full_ring_reports_exact_losses(lab_dp: LabDatapath) -> None:
+    """A reader that falls behind: every event is either read or counted lost."""
+    for dp in lab_dp.dps.values():
+        dp.set_aggregation("none")
+    lab_dp.open_readers(pages=1, wakeup_events=1000)  # one page: ~30 events per CPU
+    lab_dp.drain(0.05)
+    before = packets_seen(lab_dp)
+    for _ in range(4):
+        assert all(lab_dp.probe_many([("x/a", "y/b"), ("x/b", "x/c")], 80, "TCP", 4).values())
+    attempted = packets_seen(lab_dp) - before
+    ev, losses = lab_dp.drain(0.05)
+    print(f"tiny ring: {attempted} attempted, {len(ev)} read, {losses}")
+    assert losses.ring_full > 0
+    assert len(ev) + losses.total == attempted
+    assert losses.no_reader == 0
