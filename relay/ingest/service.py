@@ -30,6 +30,10 @@ from sensilla.protos import ingest_pb2, ingest_pb2_grpc
 log = logging.getLogger(__name__)
 
 
+class _Invalid(ValueError):
+    """A protocol violation on the stream."""
+
+
 class Session:
     """One collector's stream."""
 
@@ -50,7 +54,7 @@ class Session:
         self.drained = asyncio.Event()
         self.drained.set()
         self.closed = False
-        self.task: asyncio.Task[Any] | None = None
+        self.replaced = asyncio.Event()
 
     def sent(self, key: tuple[str, int, int], created_ns: int, flows: int, lost: int) -> None:
         self.unacked[key] = (created_ns, flows, lost)
@@ -146,12 +150,11 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         session = Session(hello, context.peer(), self.writer.max_in_flight, self.metrics)
-        session.task = asyncio.current_task()
         old = self.sessions.get(session.collector_id)
-        if old is not None and old.task is not None:
+        if old is not None:
             log.info("collector %s reconnected; ending its previous stream", old.collector_id)
+            old.replaced.set()
             old.close()
-            old.task.cancel()
         self.sessions[session.collector_id] = session
         self.metrics.connected.set(len(self.sessions))
         sender: asyncio.Task[None] | None = None
@@ -184,7 +187,25 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
                 "collector %s (node %s, boot %d) connected from %s", cid, node, boot, session.peer
             )
             sender = asyncio.create_task(self._send(session, context))
-            await self._receive(session, context)
+            receiver = asyncio.create_task(self._receive(session, context))
+            replaced = asyncio.create_task(session.replaced.wait())
+            try:
+                await asyncio.wait({receiver, replaced}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                replaced.cancel()
+                if not receiver.done():
+                    receiver.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await receiver
+            if session.replaced.is_set():
+                await context.abort(
+                    grpc.StatusCode.ABORTED, "replaced by a newer stream of this collector"
+                )
+            failure = receiver.exception()
+            if isinstance(failure, BatchError | _Invalid):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(failure))
+            if failure is not None:
+                raise failure
             # the collector finished sending: end the stream once everything is acked
             await session.drained.wait()
             session.close()
@@ -214,9 +235,7 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
                 return
             kind = req.WhichOneof("kind")
             if kind != "batch":
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, "hello may be sent only once, first"
-                )
+                raise _Invalid("hello may be sent only once, first")
             b = req.batch
             batch = IngestBatch(
                 collector_id=session.collector_id,
@@ -227,10 +246,7 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
                 created_ns=b.created.ToNanoseconds() if b.HasField("created") else 0,
                 node_name=session.node_name,
             )
-            try:
-                validate_batch(batch)
-            except BatchError as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            validate_batch(batch)  # BatchError ends the stream with INVALID_ARGUMENT
             await session.window.acquire()
             if batch.key in session.unacked:  # sent twice before its ack: one ack comes
                 session.window.release()
