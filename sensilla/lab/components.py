@@ -1,26 +1,115 @@
-"""The Sensilla processes a lab runs besides its pod servers.
-
-Later parts of the system register here: the collectors (one per node, inside the
-node's namespace) and the relay (root namespace).
-"""
+"""The Sensilla processes a lab runs besides its pod servers: a relay in the root
+namespace (on chDB under the lab's directory) and one collector per node, inside
+the node's network namespace, shipping to the relay over the node's management
+link."""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sensilla.lab import processes
+from sensilla.lab.layout import OBSERVER_PORT, RELAY_PORT
 
 if TYPE_CHECKING:
-    from sensilla.lab.layout import LabLayout
+    from sensilla.lab.layout import LabLayout, NodeLayout
     from sensilla.lab.runtime import Lab
+
+METRICS_PORT = 9965  # Hubble's metrics port
 
 
 @dataclass
 class Options:
     relay: bool = True
     collectors: bool = True
+    # extra arguments for `sensilla collector` and `sensilla relay`
+    collector_args: list[str] = field(default_factory=list)
+    relay_args: list[str] = field(default_factory=list)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sensilla.cli.main", *args]
+
+
+def relay_argv(lab: Lab, layout: LabLayout, extra: list[str]) -> list[str]:
+    listen = [layout.relay_loopback] + [f"{n.mgmt_root_v4}:{RELAY_PORT}" for n in layout.nodes]
+    argv = ["relay", "--store", f"chdb://{lab.dir / 'relay-data'}"]
+    for addr in listen:
+        argv += ["--listen", addr]
+    argv += ["--ready-file", str(lab.dir / "relay.ready"), *extra]
+    return _cli(*argv)
+
+
+def collector_argv(lab: Lab, node: NodeLayout, relay: bool, extra: list[str]) -> list[str]:
+    argv = [
+        "collector",
+        "--node",
+        node.name,
+        "--source",
+        f"lab:{lab.state.path}",
+        "--ready-line",
+        "--listen",
+        f"{node.mgmt_node_v4}:{OBSERVER_PORT}",
+        "--socket",
+        str(lab.dir / "nodes" / node.name / "hubble.sock"),
+        "--metrics",
+        f"{node.mgmt_node_v4}:{METRICS_PORT}",
+        "--spool-dir",
+        str(lab.dir / "spool"),
+    ]
+    if relay:
+        argv += ["--relay", node.relay_address]
+    return _cli(*argv, *extra)
+
+
+def _wait_file(path: Any, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+            return data
+        except (FileNotFoundError, ValueError):
+            time.sleep(0.05)
+    raise RuntimeError(f"{path} did not appear within {timeout:.0f} s")
 
 
 def start(lab: Lab, layout: LabLayout, options: Options, say: Callable[[str], None]) -> None:
-    """Start the lab's Sensilla components; none exist yet in this wave."""
-    del lab, layout, options, say
+    relay: dict[str, Any] = {}
+    if options.relay:
+        say("starting the relay (chDB)")
+        info = processes.start(lab.dir, "relay", relay_argv(lab, layout, options.relay_args))
+        ready = _wait_file(lab.dir / "relay.ready", 60)
+        del info
+        relay = {
+            "address": layout.relay_loopback,
+            "addresses": ready.get("addresses", []),
+            "management": [f"{n.mgmt_root_v4}:{RELAY_PORT}" for n in layout.nodes],
+            "metrics": ready.get("metrics"),
+            "store": f"chdb://{lab.dir / 'relay-data'}",
+        }
+        lab.update_description(relay=relay)
+    if options.collectors:
+        collectors = []
+        for node in layout.nodes:
+            say(f"starting the collector of {node.name}")
+            processes.start(
+                lab.dir,
+                f"collector-{node.name}",
+                collector_argv(lab, node, bool(relay), options.collector_args),
+                netns=node.netns,
+                ready_line=True,
+                ready_timeout=60,
+            )
+            collectors.append(
+                {
+                    "node": node.name,
+                    "address": f"{node.mgmt_node_v4}:{OBSERVER_PORT}",
+                    "socket": str(lab.dir / "nodes" / node.name / "hubble.sock"),
+                    "metrics": f"{node.mgmt_node_v4}:{METRICS_PORT}",
+                }
+            )
+        lab.update_description(collectors=collectors)

@@ -53,7 +53,10 @@ def _global_lock() -> Iterator[None]:
 
 def _allocate_slot(name: str) -> int:
     SLOTS_DIR.mkdir(parents=True, exist_ok=True)
-    for slot in range(MAX_SLOTS):
+    # slot 0 (the relay on 127.0.0.1:4245) belongs to the default lab; other labs,
+    # such as the tests', take the others
+    first = 0 if name == DEFAULT_LAB else 1
+    for slot in range(first, MAX_SLOTS):
         f = SLOTS_DIR / str(slot)
         owner = f.read_text().strip() if f.exists() else ""
         if owner == name or not owner or not (LABS_DIR / owner).exists():

@@ -33,6 +33,38 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--status-file", help="where to publish status (default with a lab: its status dir)"
     )
     p.add_argument("--poll", type=float, default=0.05, help="lab source poll interval (s)")
+    obs = p.add_argument_group("observing (flows, Observer API, shipping)")
+    obs.add_argument("--relay", metavar="ADDR", help="relay ingest HOST:PORT to ship flows to")
+    obs.add_argument(
+        "--listen", metavar="ADDR", help="HOST:PORT for the Observer API (Hubble's port is 4244)"
+    )
+    obs.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="unix socket for the Observer API (default: /var/run/sensilla/<node>/hubble.sock)",
+    )
+    obs.add_argument("--metrics", metavar="ADDR", help="HOST:PORT for Prometheus /metrics")
+    obs.add_argument(
+        "--spool-dir",
+        default="/var/lib/sensilla/spool",
+        help="directory of the shipping spool (default: %(default)s)",
+    )
+    obs.add_argument(
+        "--spool-max-bytes", type=int, default=2 << 30, help="spool size limit in bytes"
+    )
+    obs.add_argument("--ring-size", type=int, default=4095, help="flows kept in the local ring")
+    obs.add_argument(
+        "--monitor-aggregation",
+        choices=("none", "low", "medium", "maximum"),
+        help="flow event aggregation in the datapath (default: medium)",
+    )
+    obs.add_argument(
+        "--report-interval", type=float, help="seconds between reports of long connections"
+    )
+    obs.add_argument("--collector-id", help="stable id for shipping (default: the node name)")
+    obs.add_argument(
+        "--no-observe", action="store_true", help="enforce only: no flows, no Observer API"
+    )
     p.add_argument(
         "--ready-line",
         action="store_true",
@@ -95,6 +127,30 @@ def _run(args: argparse.Namespace) -> int:
 
         status_writer = write_file
 
+    if not args.no_observe:
+        from collector.agent import main as agent_main
+        from collector.agent.observing import ObserveConfig, factory
+
+        for flag in ("relay", "listen", "metrics"):
+            value = getattr(args, flag)
+            if value and (":" not in value or not value.rpartition(":")[2].isdigit()):
+                raise UsageError(f"--{flag} {value!r}: expected HOST:PORT")
+        agent_main.COMPONENT_FACTORIES.append(
+            factory(
+                ObserveConfig(
+                    relay=args.relay,
+                    listen=args.listen,
+                    socket_path=args.socket or f"/var/run/sensilla/{args.node}/hubble.sock",
+                    metrics=args.metrics,
+                    spool_dir=args.spool_dir,
+                    spool_max_bytes=args.spool_max_bytes,
+                    ring_size=args.ring_size,
+                    collector_id=args.collector_id,
+                    aggregation=args.monitor_aggregation,
+                    report_interval_s=args.report_interval,
+                )
+            )
+        )
     agent = build_agent(
         args.node,
         source,  # type: ignore[arg-type]
