@@ -13,8 +13,10 @@ Tables (all in one database, default ``sensilla``):
   never sees it.
 - ``flows_minute``, ``flows_hour``: rollups, SummingMergeTree, fed by materialized
   views from ``flows`` (``flows_minute_mv``, ``flows_hour_mv``), keyed by the time
-  bucket and the dimensions in ``ROLLUP_DIMS`` (no per-connection columns). The
-  counters are Int64 so that a reconciliation can insert corrections.
+  bucket and the dimensions in ``ROLLUP_DIMS`` (no per-connection columns; since
+  migration 2 also ``src/dst_unowned_pod``, the pod's name when it has no workload,
+  so the service map can show owner-less pods). The counters are Int64 so that a
+  reconciliation can insert corrections.
 - ``ingest_batches``: one marker row per batch and state (1 begun, 2 reconciled,
   3 committed), ReplacingMergeTree(state), sorted by (collector, boot, batch sequence).
 - ``ingest_positions``: per collector and boot, the highest batch sequence acked with
@@ -27,7 +29,7 @@ Every identifier here is a constant or a validated database name.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from relay.store.url import IDENTIFIER
@@ -89,8 +91,9 @@ _FLOWS_V1: dict[str, str] = {
 # The flows table's columns after the latest migration.
 FLOWS_COLUMNS: dict[str, str] = dict(_FLOWS_V1)
 
-# The rollups' dimensions (name -> type), in sorting-key order after the bucket.
-ROLLUP_DIMS: dict[str, str] = {
+# The rollups' dimensions as migration 1 created them (name -> type), in sorting-key
+# order after the bucket. Frozen, like _FLOWS_V1.
+_ROLLUP_DIMS_V1: dict[str, str] = {
     "src_namespace": "String",
     "dst_namespace": "String",
     "verdict": "UInt8",
@@ -109,6 +112,16 @@ ROLLUP_DIMS: dict[str, str] = {
     "traffic_direction": "UInt8",
     "is_reply": "UInt8",
 }
+# Migration 2: the pod's name when its endpoint has no workload (owner), else "" (so
+# the service map can group owner-less pods by name without a row per replica of a
+# Deployment). Derived from flow columns by these expressions.
+_ROLLUP_DIMS_V2: dict[str, str] = {"src_unowned_pod": "String", "dst_unowned_pod": "String"}
+ROLLUP_DIM_EXPRS: dict[str, str] = {
+    "src_unowned_pod": "if(src_workload = '', src_pod, '')",
+    "dst_unowned_pod": "if(dst_workload = '', dst_pod, '')",
+}
+# The rollups' dimensions after the latest migration (sorting-key order after the bucket).
+ROLLUP_DIMS: dict[str, str] = {**_ROLLUP_DIMS_V1, **_ROLLUP_DIMS_V2}
 ROLLUP_COUNTERS: dict[str, str] = {"flows": "Int64", "packets": "Int64", "bytes": "Int64"}
 
 # resolution -> (table, bucket function, seconds per bucket)
@@ -178,9 +191,16 @@ def _cols(columns: dict[str, str]) -> str:
     return ",\n    ".join(f"{n} {t}" for n, t in columns.items())
 
 
+def rollup_dim_selects(dims: dict[str, str] | None = None) -> list[str]:
+    """The rollup dimensions as SELECT items over raw flows (``expr AS name`` for the
+    derived ones)."""
+    names = ROLLUP_DIMS if dims is None else dims
+    return [f"{ROLLUP_DIM_EXPRS[n]} AS {n}" if n in ROLLUP_DIM_EXPRS else n for n in names]
+
+
 def _rollup_table(db: str, table: str, partition: str) -> str:
-    cols = {"bucket": "DateTime", **ROLLUP_DIMS, **ROLLUP_COUNTERS}
-    order = ", ".join(["bucket", *ROLLUP_DIMS])
+    cols = {"bucket": "DateTime", **_ROLLUP_DIMS_V1, **ROLLUP_COUNTERS}
+    order = ", ".join(["bucket", *_ROLLUP_DIMS_V1])
     return (
         f"CREATE TABLE IF NOT EXISTS {db}.{table} (\n    {_cols(cols)}\n)\n"
         f"ENGINE = SummingMergeTree(({', '.join(ROLLUP_COUNTERS)}))\n"
@@ -190,22 +210,24 @@ def _rollup_table(db: str, table: str, partition: str) -> str:
     )
 
 
-def rollup_select(bucket_fn: str, source: str) -> str:
+def rollup_select(bucket_fn: str, source: str, dims: dict[str, str] | None = None) -> str:
     """The aggregation of raw flows into a rollup's rows (used by the materialized
     views, and, over deduplicated flows, by reconciliation and by tests)."""
-    dims = ", ".join(ROLLUP_DIMS)
+    names = ROLLUP_DIMS if dims is None else dims
+    selects = ", ".join(rollup_dim_selects(names))
+    group = ", ".join(names)
     return (
-        f"SELECT {bucket_fn}(time) AS bucket, {dims}, toInt64(count()) AS flows, "
+        f"SELECT {bucket_fn}(time) AS bucket, {selects}, toInt64(count()) AS flows, "
         f"toInt64(sum(packets)) AS packets, toInt64(sum(bytes)) AS bytes "
-        f"FROM {source} GROUP BY bucket, {dims}"
+        f"FROM {source} GROUP BY bucket, {group}"
     )
 
 
-def _rollup_view(db: str, resolution: str) -> str:
+def _rollup_view(db: str, resolution: str, dims: dict[str, str] | None = None) -> str:
     table, fn, _ = ROLLUPS[resolution]
     return (
         f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{table}_mv TO {db}.{table} AS "
-        + rollup_select(fn, f"{db}.flows")
+        + rollup_select(fn, f"{db}.flows", dims)
     )
 
 
@@ -218,8 +240,8 @@ def _initial(db: str) -> list[str]:
         f"PRIMARY KEY ({FLOWS_PRIMARY_KEY})",
         _rollup_table(db, "flows_minute", "toYYYYMMDD"),
         _rollup_table(db, "flows_hour", "toYYYYMM"),
-        _rollup_view(db, "minute"),
-        _rollup_view(db, "hour"),
+        _rollup_view(db, "minute", _ROLLUP_DIMS_V1),
+        _rollup_view(db, "hour", _ROLLUP_DIMS_V1),
         f"CREATE TABLE IF NOT EXISTS {db}.ingest_batches (\n    {_cols(MARKER_COLUMNS)}\n)\n"
         f"ENGINE = ReplacingMergeTree(state)\n"
         f"PARTITION BY toYYYYMMDD(written)\n"
@@ -234,16 +256,51 @@ def _initial(db: str) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Guarded:
+    """A statement that is skipped when ``table`` already has ``column`` (18.16 has no
+    ADD COLUMN IF NOT EXISTS)."""
+
+    sql: str
+    table: str
+    column: str
+
+
+def _unowned_pods(db: str) -> list[str | Guarded]:
+    """Migration 2: the rollups get src/dst_unowned_pod (after the V1 dimensions, in the
+    sorting key), and their views are recreated to fill them."""
+    out: list[str | Guarded] = []
+    v1 = list(_ROLLUP_DIMS_V1)
+    for resolution, (table, _, _) in ROLLUPS.items():
+        adds, after = [], v1[-1]
+        for name, ctype in _ROLLUP_DIMS_V2.items():
+            adds.append(f"ADD COLUMN {name} {ctype} AFTER {after}")
+            after = name
+        order = ", ".join(["bucket", *ROLLUP_DIMS])
+        out.append(
+            Guarded(
+                f"ALTER TABLE {db}.{table} {', '.join(adds)}, MODIFY ORDER BY ({order})",
+                table,
+                next(iter(_ROLLUP_DIMS_V2)),
+            )
+        )
+        out.append(f"DROP TABLE IF EXISTS {db}.{table}_mv")
+        out.append(_rollup_view(db, resolution))
+    return out
+
+
+@dataclass(frozen=True)
 class Migration:
     version: int
     description: str
-    statements: Callable[[str], list[str]]
+    statements: Callable[[str], Sequence[str | Guarded]]
 
 
 # Append only: a migration, once released, never changes. Statements are idempotent
-# (IF NOT EXISTS), so relays migrating one server at the same time do no harm.
+# (IF NOT EXISTS, or Guarded), so relays migrating one server at the same time do no
+# harm.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "flows, rollups, ingest markers and positions, collectors", _initial),
+    Migration(2, "rollups: src/dst_unowned_pod (service map of owner-less pods)", _unowned_pods),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -212,8 +212,12 @@ class Store:
             if m.version <= current:
                 continue
             log.info("store: applying migration %d (%s)", m.version, m.description)
-            for stmt in m.statements(self.db):
-                self.backend.execute(stmt)
+            for item in m.statements(self.db):
+                if isinstance(item, schema.Guarded):
+                    if self._has_column(item.table, item.column):
+                        continue
+                    item = item.sql
+                self.backend.execute(item)
             self.backend.insert(
                 self.t("schema_version"),
                 {
@@ -225,6 +229,14 @@ class Store:
             )
         self._apply_server_options()
         return schema.SCHEMA_VERSION
+
+    def _has_column(self, table: str, column: str) -> bool:
+        rows = self.backend.query(
+            "SELECT count() FROM system.columns WHERE database = {d:String} AND "
+            "table = {t:String} AND name = {c:String}",
+            {"d": self.db, "t": table, "c": column},
+        )
+        return bool(rows and int(rows[0][0]))
 
     def schema_version(self) -> int:
         rows = self.backend.query(f"SELECT max(version) FROM {self.t('schema_version')}")
@@ -640,7 +652,9 @@ class Store:
         floor = self._retention_floor()
         ranges = [(max(lo, floor), hi) for lo, hi in ranges if hi >= floor]
         dims = ", ".join(schema.ROLLUP_DIMS)
-        raw_cols = ", ".join(["time", *schema.ROLLUP_DIMS, "packets", "bytes", "boot_id", "seq"])
+        raw_cols = ", ".join(
+            ["time", *schema.rollup_dim_selects(), "packets", "bytes", "boot_id", "seq"]
+        )
         cols = ", ".join(["bucket", *schema.ROLLUP_DIMS, *schema.ROLLUP_COUNTERS])
         n = 0
         for table, fn, step in schema.ROLLUPS.values():
@@ -743,7 +757,9 @@ class Store:
         groups = self._group_sql(group_by)
         params: dict[str, Any] = {"since": since, "until": until}
         cond = self._where_sql(where, params)
-        cols = ", ".join(["time", *schema.ROLLUP_DIMS, "packets", "bytes", "boot_id", "seq"])
+        cols = ", ".join(
+            ["time", *schema.rollup_dim_selects(), "packets", "bytes", "boot_id", "seq"]
+        )
         src = (
             f"(SELECT {cols}, {fn}(time) AS bucket FROM {self.t('flows')} WHERE "
             f"time >= {fn}(toDateTime({{since:DateTime}})) AND {fn}(time) < "
