@@ -172,6 +172,7 @@ class Datapath:
                 self._pinned.close()
                 self._pinned = None
             loader.unpin_all(self.pin_dir)
+            loader.remove_lock(self.node_name)
 
     @property
     def _p(self) -> loader.Pinned:

@@ -119,6 +119,12 @@ def node_lock(node: str) -> Iterator[None]:
         os.close(fd)
 
 
+def remove_lock(node: str) -> None:
+    """Remove a node's lock file (on unload, while holding the lock)."""
+    with contextlib.suppress(FileNotFoundError):
+        (LOCK_DIR / f"{node}.lock").unlink()
+
+
 def check_node_name(node: str) -> None:
     if not node or len(node) > 64 or not all(c.isalnum() or c in "-_." for c in node):
         raise ValueError(f"bad node name {node!r}: use letters, digits, '-', '_', '.'")
