@@ -157,6 +157,7 @@ class SyntheticCollector:
         seed: int = 1,
         backoff_max_s: float = 2.0,
         on_batch_acked: Callable[[int, int], None] | None = None,
+        max_rate: float | None = None,
     ) -> None:
         self.target = target
         self.collector_id = collector_id
@@ -171,6 +172,7 @@ class SyntheticCollector:
         self._step_ns = int(time_spread_s * 1e9 / max(1, total_flows))
         self.backoff_max_s = backoff_max_s
         self.on_batch_acked = on_batch_acked
+        self.max_rate = max_rate  # flows per second generated at most (None: no limit)
         self.stats = ClientStats()
         self.spool: OrderedDict[int, ingest_pb2.Batch] = OrderedDict()
         self.acked: set[int] = set()
@@ -199,7 +201,12 @@ class SyntheticCollector:
         return batch
 
     async def _produce(self) -> None:
+        t0 = time.monotonic()
         while True:
+            if self.max_rate:
+                ahead = (self._next_flow - 1) / self.max_rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
             while len(self.spool) >= self.spool_limit:
                 self._spool_changed.clear()
                 await self._spool_changed.wait()

@@ -451,6 +451,11 @@ class Store:
             for collector, rs in ranges.items():
                 self.reconcile_rollups(collector, rs)
             result.recovered = [b.key for b in recovering]
+            log.warning(
+                "store: completed %d batches partly written before (%d flows were missing)",
+                len(recovering),
+                len(missing),
+            )
         done = fresh + recovering
         self._insert_markers(done, schema.MARKER_COMMITTED)
         result.stored = [b.key for b in done]
@@ -566,6 +571,11 @@ class Store:
         )
         if rows:
             self._reconcile_dirty(collector_id, rows)
+            log.warning(
+                "store: collector %s: reconciled rollups of %d unfinished batches",
+                collector_id,
+                len(rows),
+            )
         return self.acked_positions(collector_id)
 
     def _reconcile_dirty(self, collector_id: str, rows: Sequence[tuple[Any, ...]]) -> None:
