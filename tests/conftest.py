@@ -45,3 +45,13 @@ def lab_factory() -> Iterator[Any]:
             return stack.enter_context(temporary_lab(prefix, spec_path, options))
 
         yield make
+
+
+@pytest.fixture(scope="session")
+def full_lab() -> Iterator[Any]:
+    """A lab with collectors on every node and a relay (on chDB), shared by a
+    session. Tests must leave it as they found it (labels, policies)."""
+    from sensilla.lab import Options, temporary_lab
+
+    with temporary_lab("tl", options=Options(relay=True, collectors=True)) as lab:
+        yield lab

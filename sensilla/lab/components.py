@@ -66,15 +66,22 @@ def collector_argv(lab: Lab, node: NodeLayout, relay: bool, extra: list[str]) ->
     return _cli(*argv, *extra)
 
 
-def _wait_file(path: Any, timeout: float) -> dict[str, Any]:
+def _wait_file(path: Any, timeout: float, proc: processes.ProcessInfo) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             data: dict[str, Any] = json.loads(path.read_text())
             return data
         except (FileNotFoundError, ValueError):
+            if not processes.alive(proc.pid):
+                break
             time.sleep(0.05)
-    raise RuntimeError(f"{path} did not appear within {timeout:.0f} s")
+    try:
+        with open(proc.log) as f:
+            tail = "".join(f.readlines()[-15:])
+    except OSError:
+        tail = ""
+    raise RuntimeError(f"{proc.name} did not become ready ({proc.log}):\n{tail}")
 
 
 def start(lab: Lab, layout: LabLayout, options: Options, say: Callable[[str], None]) -> None:
@@ -82,8 +89,7 @@ def start(lab: Lab, layout: LabLayout, options: Options, say: Callable[[str], No
     if options.relay:
         say("starting the relay (chDB)")
         info = processes.start(lab.dir, "relay", relay_argv(lab, layout, options.relay_args))
-        ready = _wait_file(lab.dir / "relay.ready", 60)
-        del info
+        ready = _wait_file(lab.dir / "relay.ready", 60, info)
         relay = {
             "address": layout.relay_loopback,
             "addresses": ready.get("addresses", []),
