@@ -163,3 +163,54 @@ def verify(store_url: str, outcome: Outcome) -> dict[str, object]:
         }
     finally:
         st.close()
+
+
+def stall_run(
+    store_url: str,
+    work: Path,
+    *,
+    begin: Callable[[], None],
+    end: Callable[[], None],
+    hold_s: float,
+    flows_per_client: int,
+    rate: float,
+    env: dict[str, str] | None = None,
+    relay_args: tuple[str, ...] = (),
+    timeout: float = 600.0,
+) -> Outcome:
+    """Ship while the store stalls for ``hold_s`` seconds (``begin`` .. ``end``)."""
+    relay = RelayProcess(
+        store_url,
+        work,
+        env=env,
+        args=["--max-batch-delay", "0.1", "--store-slow-after", "0.5", *relay_args],
+    )
+    ack_times: list[float] = []
+    clients = make_clients(relay, flows_per_client, 500, ack_times, rate)
+    window: dict[str, float] = {}
+
+    async def stall(cs: list[SyntheticCollector]) -> None:
+        while acks(cs) < 4:
+            await asyncio.sleep(0.02)
+        window["acks_before"] = acks(cs)
+        await asyncio.to_thread(begin)
+        window["begin"] = time.monotonic()
+        await asyncio.sleep(hold_s)
+        window["spool_at_end"] = max(len(c.spool) for c in cs)
+        window["end"] = time.monotonic()
+        await asyncio.to_thread(end)
+
+    relay.start()
+    t0 = time.monotonic()
+    try:
+        asyncio.run(ship_with(clients, stall, timeout))
+        seconds = time.monotonic() - t0
+    finally:
+        rc = relay.stop()
+    out = Outcome(clients, seconds, 0, relay.log_text(), ack_times)
+    out.notes.update(window, exit_code=rc)
+    # acks while the store was stalled (after a second for writes already done)
+    out.notes["acks_during_stall"] = sum(
+        1 for t in ack_times if window["begin"] + 1.0 < t < window["end"]
+    )
+    return out
