@@ -41,10 +41,9 @@ def pod_labels(pod: Pod, ns_labels: Mapping[str, str]) -> list[str]:
 
 
 def workloads(pod: Pod) -> list[flow_pb2.Workload]:
-    """The pod's owner, as Hubble reports it: a ReplicaSet's pods belong to the
-    Deployment named by dropping the pod-template hash; other owners as they are."""
-    kind = pod.annotations.get("sensilla.io/owner-kind", "")
-    name = pod.annotations.get("sensilla.io/owner-name", "")
+    """The pod's controller, as Hubble reports it: a ReplicaSet whose name ends in a
+    pod-template hash belongs to the Deployment named by the rest."""
+    kind, name = pod.owner_kind, pod.owner_name
     if not kind or not name:
         return []
     if kind == "ReplicaSet" and "-" in name:

@@ -58,6 +58,9 @@ class Pod:
     annotations: Mapping[str, str] = field(default_factory=dict)
     host_network: bool = False
     uid: str = ""
+    # the controlling owner (metadata.ownerReferences with controller: true)
+    owner_kind: str = ""
+    owner_name: str = ""
 
     @property
     def key(self) -> str:
@@ -214,8 +217,16 @@ def node_from_object(obj: Mapping[str, Any]) -> Node:
     return Node(str(meta["name"]), tuple(dict.fromkeys(addrs)), cidrs, _str_map(meta.get("labels")))
 
 
+def _controller(meta: Mapping[str, Any]) -> dict[str, str]:
+    for ref in meta.get("ownerReferences") or []:
+        if isinstance(ref, Mapping) and ref.get("controller"):
+            return {"kind": str(ref.get("kind") or ""), "name": str(ref.get("name") or "")}
+    return {}
+
+
 def pod_from_object(obj: Mapping[str, Any]) -> Pod:
     meta = _meta(obj)
+    owner = _controller(meta)
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
     ips: list[IPAddress] = []
@@ -243,4 +254,6 @@ def pod_from_object(obj: Mapping[str, Any]) -> Pod:
         annotations=_str_map(meta.get("annotations")),
         host_network=bool(spec.get("hostNetwork")),
         uid=str(meta.get("uid") or ""),
+        owner_kind=owner.get("kind", ""),
+        owner_name=owner.get("name", ""),
     )

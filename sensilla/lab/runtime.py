@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import shutil
@@ -206,6 +207,17 @@ def describe(layout: LabLayout, spec: LabSpec, status: str) -> dict[str, Any]:
     }
 
 
+def owner_references(workload: tuple[str, str] | None) -> list[dict[str, Any]]:
+    """What a controller would set: Deployments own pods through a ReplicaSet."""
+    if workload is None:
+        return []
+    kind, name = workload
+    if kind == "Deployment":
+        kind, name = "ReplicaSet", f"{name}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
+    api = "batch/v1" if kind == "Job" else "apps/v1"
+    return [{"apiVersion": api, "kind": kind, "name": name, "controller": True, "uid": ""}]
+
+
 def k8s_objects(layout: LabLayout, spec: LabSpec) -> list[tuple[str, dict[str, Any], str]]:
     """The lab's initial Kubernetes objects: Nodes, Namespaces, Pods."""
     changes: list[tuple[str, dict[str, Any], str]] = []
@@ -238,6 +250,7 @@ def k8s_objects(layout: LabLayout, spec: LabSpec) -> list[tuple[str, dict[str, A
                 "namespace": p.spec.namespace,
                 "labels": dict(p.spec.labels),
                 "annotations": {"sensilla.io/host-interface": p.host_if},
+                "ownerReferences": owner_references(p.spec.workload),
             },
             "spec": {
                 "nodeName": p.node.name,

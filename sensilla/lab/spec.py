@@ -37,6 +37,8 @@ class PodSpec:
     node: str
     labels: dict[str, str]
     ports: tuple[PortSpec, ...]
+    # the pod's controller as (kind, name), e.g. ("Deployment", "frontend")
+    workload: tuple[str, str] | None = None
 
     @property
     def key(self) -> str:
@@ -69,6 +71,11 @@ class LabSpec:
                     "ports": [
                         {"name": q.name, "port": q.port, "protocol": q.protocol} for q in p.ports
                     ],
+                    **(
+                        {"workload": {"kind": p.workload[0], "name": p.workload[1]}}
+                        if p.workload
+                        else {}
+                    ),
                 }
                 for p in self.pods
             ],
@@ -165,9 +172,31 @@ def parse_spec(data: dict[str, Any]) -> LabSpec:
                     isinstance(pname, str) and len(pname) <= 15, f"{qp}.name", "bad port name"
                 )
                 ports.append(PortSpec(pname, int(port), proto))
+        workload = None
+        raw_workload = pod.get("workload")
+        if raw_workload is not None:
+            wp = f"{path}.workload"
+            _require(isinstance(raw_workload, dict), wp, "must be a mapping with kind and name")
+            kind, wname = raw_workload.get("kind"), raw_workload.get("name")
+            _require(
+                kind in ("Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"),
+                f"{wp}.kind",
+                "must be Deployment, StatefulSet, DaemonSet, Job or ReplicaSet",
+            )
+            _require(
+                isinstance(wname, str) and bool(_DNS_LABEL.match(wname)), f"{wp}.name", "bad name"
+            )
+            workload = (str(kind), str(wname))
         assert isinstance(ns, str) and isinstance(node, str)
         pods.append(
-            PodSpec(ns, name, node, {str(k): str(v) for k, v in labels.items()}, tuple(ports))
+            PodSpec(
+                ns,
+                name,
+                node,
+                {str(k): str(v) for k, v in labels.items()},
+                tuple(ports),
+                workload,
+            )
         )
     _require(len(pods) <= 200, "pods", "at most 200 pods")
     extra = {k: v for k, v in data.items() if k not in ("nodes", "namespaces", "pods")}

@@ -186,3 +186,26 @@ def test_arbitrary_event_bytes_never_crash(raw: bytes) -> None:
     flows = build_flows(event_array([raw[:usable]]), c, Sequencer("n1", 1))
     for f in flows:
         f.SerializeToString()
+
+
+def test_workloads_from_the_controller() -> None:
+    from collector.flows.directory import workloads
+    from collector.policy.cluster import pod_from_object
+    from sensilla.lab.runtime import owner_references
+
+    obj = {
+        "metadata": {
+            "name": "frontend-7c9d-abcde",
+            "namespace": "shop",
+            "ownerReferences": owner_references(("Deployment", "frontend")),
+        },
+        "spec": {},
+        "status": {},
+    }
+    [w] = workloads(pod_from_object(obj))
+    assert (w.kind, w.name) == ("Deployment", "frontend")
+    obj["metadata"]["ownerReferences"] = owner_references(("StatefulSet", "db"))
+    [w] = workloads(pod_from_object(obj))
+    assert (w.kind, w.name) == ("StatefulSet", "db")
+    obj["metadata"]["ownerReferences"] = []
+    assert workloads(pod_from_object(obj)) == []
