@@ -69,7 +69,7 @@ def run(lab_name: str, rate: float, stop: threading.Event) -> None:
     layout = Lab(lab_name).layout()
     weights = [j.weight for j in JOBS]
     threading.Thread(target=scan, args=(layout, stop), daemon=True).start()
-    workers = []
+    workers: list[threading.Thread] = []
 
     def worker() -> None:
         while not stop.is_set():
