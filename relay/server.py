@@ -9,8 +9,9 @@ HTTP endpoint.
     ...
     await relay.stop()
 
-Other services (Observer, query API) register through ``RelayServer.add_service``
-before ``start``; they get the server, the store and the writer.
+Other services register through ``RelayServer.add_service`` before ``start``; they
+get the server, the store and the writer. The read APIs (Hubble's Observer, the query
+API, the live fan-out; relay.observer.wiring) are always added.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ from grpc_health.v1._async import HealthServicer
 from relay.ingest.service import IngestService
 from relay.ingest.writer import STATE_FAILING, FlowState, IngestWriter
 from relay.metrics import RelayMetrics
+from relay.observer.limits import Limits
 from relay.store import Retention, Store, open_store, parse_store_url
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,8 @@ class RelayConfig:
     retention_interval_s: float = 3600.0
     ready_file: str | None = None  # JSON {"addresses": [...], "metrics": ..., "pid": ...}
     max_message_bytes: int = 64 << 20
+    source: str | None = None  # lab:DIR | kubernetes[:KUBECONFIG], for Explain and nodes
+    limits: Limits = field(default_factory=Limits)  # of the read APIs
 
 
 ServiceHook = Callable[["RelayServer"], None]
@@ -77,7 +81,11 @@ class RelayServer:
         self.server: grpc.aio.Server | None = None
         self.addresses: list[str] = []
         self.metrics_address: str | None = None
-        self._hooks: list[ServiceHook] = []
+        from relay.observer.wiring import install
+
+        self._hooks: list[ServiceHook] = [install]
+        self.stop_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.api: Any = None  # relay.observer.state.RelayApi once started
         self._metrics_server: Any = None
         self._metrics_thread: threading.Thread | None = None
         self.read_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="store-read")
@@ -179,6 +187,11 @@ class RelayServer:
         os.replace(tmp, path)
 
     async def stop(self, grace: float = 5.0) -> None:
+        for hook in self.stop_hooks:
+            try:
+                await hook()
+            except Exception:  # pragma: no cover - stopping goes on
+                log.exception("stop hook failed")
         if self.server is not None:
             await self.health.enter_graceful_shutdown()
             await self.server.stop(grace)

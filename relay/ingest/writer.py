@@ -103,6 +103,7 @@ class IngestWriter:
         self._task: asyncio.Task[None] | None = None
         self._retention_task: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[FlowState], None]] = []
+        self._round_listeners: list[Callable[[list[IngestBatch], WriteResult], None]] = []
         self.flow_state = FlowState(STATE_OK, max_in_flight, 0)
         self.metrics.store_healthy.set(1)
 
@@ -110,6 +111,11 @@ class IngestWriter:
 
     def add_listener(self, fn: Callable[[FlowState], None]) -> None:
         self._listeners.append(fn)
+
+    def add_round_listener(self, fn: Callable[[list[IngestBatch], WriteResult], None]) -> None:
+        """fn(batches, result) after each round is durably stored, on the event loop,
+        before the acks go out (the relay's live fan-out); it must not block."""
+        self._round_listeners.append(fn)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ingest-writer")
@@ -260,6 +266,11 @@ class IngestWriter:
         self.metrics.store_write_seconds.observe(took)
         self.metrics.store_write_flows.observe(result.flows_written)
         await self._release(nflows)
+        for fn in self._round_listeners:
+            try:
+                fn(batches, result)
+            except Exception:  # pragma: no cover - listeners must not break the writer
+                log.exception("round listener failed")
         if took > self.slow_after_s or self._pending_flows > self.max_pending_flows // 2:
             self._set_state(
                 FlowState(STATE_SLOW, max(1, self.max_in_flight // 4), int(min(took, 5) * 1000))

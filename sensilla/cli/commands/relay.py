@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sensilla.cli.errors import UsageError
 
@@ -57,6 +58,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="seconds a store write may take before collectors are told to back off",
     )
     p.add_argument("--ready-file", help="write the bound addresses as JSON here once serving")
+    api = p.add_argument_group("read APIs (Observer, query)")
+    api.add_argument(
+        "--source",
+        metavar="lab:DIR|kubernetes[:KUBECONFIG]",
+        help="watch the cluster (read-only) for Explain, endpoints and the node list",
+    )
+    api.add_argument("--max-filters", type=int, default=64, help="filters per request")
+    api.add_argument("--max-page-size", type=int, default=1000, help="SearchFlows page size")
+    api.add_argument(
+        "--max-followers-per-client", type=int, default=16, help="concurrent follows per client"
+    )
+    api.add_argument(
+        "--follower-queue", type=int, default=20_000, help="flows queued per follower"
+    )
     p.set_defaults(handler=_relay)
 
 
@@ -87,6 +102,26 @@ def _relay(args: argparse.Namespace) -> int:
         raise UsageError("--store-slow-after must be within (0, 3600] seconds")
     if not 0 <= args.max_batch_delay <= 10:
         raise UsageError("--max-batch-delay must be within 0..10 seconds")
+    from relay.observer.limits import Limits
+    from relay.query.source import SourceSpecError, parse_source
+
+    if args.source:
+        try:
+            spec = parse_source(args.source)
+        except SourceSpecError as exc:
+            raise UsageError(str(exc)) from None
+        if spec.kind == "lab" and not Path(spec.path).is_dir():
+            raise UsageError(f"--source lab:{spec.path}: no such directory")
+    try:
+        limits = Limits(
+            max_filters=args.max_filters,
+            max_page_size=args.max_page_size,
+            default_page_size=min(100, args.max_page_size),
+            max_followers_per_client=args.max_followers_per_client,
+            follower_queue_flows=args.follower_queue,
+        )
+    except ValueError as exc:
+        raise UsageError(f"--max-*/--follower-queue: {exc}") from None
     config = RelayConfig(
         store_url=args.store,
         listen=listen,
@@ -97,6 +132,11 @@ def _relay(args: argparse.Namespace) -> int:
         max_pending_flows=args.max_pending_flows,
         slow_after_s=args.store_slow_after,
         ready_file=args.ready_file,
+        source=args.source,
+        limits=limits,
     )
-    asyncio.run(run_relay(config))
+    try:
+        asyncio.run(run_relay(config))
+    except SourceSpecError as exc:
+        raise UsageError(str(exc)) from None
     return 0

@@ -1,0 +1,324 @@
+"""Hubble's observer.Observer over every node: history from the store, then the live
+tail (grpc.aio).
+
+GetFlows, as Hubble Relay answers it:
+- ``since``/``until`` bound flow times (both inclusive); ``number`` N with ``first``
+  takes the first N flows from ``since``, without ``first`` the last N before
+  ``until``; no ``number`` takes every flow in the window, except with ``follow``
+  and no ``since``, which starts at the present (hubble observe -f);
+- ``follow`` continues with the live tail: every flow stored after the history's
+  cut, each once, in the order batches are stored (per node, the collector's order);
+  the tail ends at ``until`` if one is set;
+- the whitelist and blacklist are compiled once (sensilla.filters) into the SQL of
+  the history and the predicate of the tail, so both select exactly the same flows;
+- history is in time order across nodes (ties by collector, boot, sequence);
+- a follower that falls behind loses flows from its own queue and is told how many
+  with a LostEvent (OBSERVER_EVENTS_QUEUE) where the gap is; collectors' own loss
+  reports (LostEvent in their batches) are passed on as they arrive;
+- nodes known to be unavailable are announced first with a NodeStatusEvent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Generator
+from typing import Any
+
+import grpc
+from google.protobuf import field_mask_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.protobuf.wrappers_pb2 import UInt32Value
+
+from relay.observer.broadcast import Lost, Subscription
+from relay.observer.limits import (
+    RequestError,
+    check_field_mask,
+    check_filters,
+    exhausted,
+    invalid,
+)
+from relay.observer.state import RelayApi
+from relay.store import flowquery as fq
+from sensilla.filters import CompiledFilter, FilterError, compile_request_filters
+from sensilla.protos import flow_pb2, observer_pb2, observer_pb2_grpc, relay_pb2
+
+log = logging.getLogger(__name__)
+
+Response = observer_pb2.GetFlowsResponse
+NAMESPACE_WINDOW_S = 3600
+
+
+def peer_host(peer: str) -> str:
+    """The client's host from a gRPC peer string (ipv4:1.2.3.4:5, ipv6:[::1]:5, unix:)."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        host = rest.rpartition(":")[0]
+        return f"{kind}:{host.strip('[]')}"
+    return kind or peer
+
+
+def _ts(ns: int) -> Timestamp:
+    t = Timestamp()
+    t.FromNanoseconds(ns)
+    return t
+
+
+def masked(flow: flow_pb2.Flow, mask: field_mask_pb2.FieldMask | None) -> flow_pb2.Flow:
+    if mask is None:
+        return flow
+    out = flow_pb2.Flow()
+    mask.MergeMessage(flow, out)
+    return out
+
+
+def flow_response(flow: flow_pb2.Flow, mask: field_mask_pb2.FieldMask | None) -> Response:
+    return Response(flow=masked(flow, mask), node_name=flow.node_name, time=flow.time)
+
+
+class GetFlowsPlan:
+    """A validated GetFlows request."""
+
+    def __init__(self, request: observer_pb2.GetFlowsRequest, api: RelayApi) -> None:
+        limits = api.limits
+        if request.first and request.follow:
+            raise invalid("first: cannot be combined with follow")
+        check_filters(limits, request.whitelist, request.blacklist)
+        self.since = request.since.ToNanoseconds() if request.HasField("since") else None
+        self.until = request.until.ToNanoseconds() if request.HasField("until") else None
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise invalid("since: is after until")
+        self.mask: field_mask_pb2.FieldMask | None = None
+        if request.HasField("field_mask") and request.field_mask.paths:
+            check_field_mask(request.field_mask)
+            self.mask = request.field_mask
+        if request.HasField("extensions") and (
+            request.extensions.type_url or request.extensions.value
+        ):
+            raise RequestError(
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"extensions: {request.extensions.type_url or 'this extension'} is not "
+                "supported by this relay",
+            )
+        try:
+            self.compiled: CompiledFilter = compile_request_filters(
+                request.whitelist, request.blacklist
+            )
+        except FilterError as exc:
+            raise invalid(str(exc)) from None
+        self.number = int(request.number)
+        self.first = bool(request.first)
+        self.follow = bool(request.follow)
+
+    @property
+    def wants_history(self) -> bool:
+        return not (self.follow and self.number == 0 and self.since is None)
+
+    def selection(self, cut: dict[tuple[str, int], int] | None) -> fq.FlowSelection:
+        where, params = self.compiled.sql("native")
+        return fq.FlowSelection(
+            where=where, params=params, since_ns=self.since, until_ns=self.until, upto=cut
+        )
+
+    def live_passes(self, flow: flow_pb2.Flow) -> bool:
+        if self.since is not None and flow.time.ToNanoseconds() < self.since:
+            return False
+        return self.compiled.matches(flow)
+
+
+def history_chunks(
+    api: RelayApi, plan: GetFlowsPlan, cut: Any
+) -> Generator[list[flow_pb2.Flow], None, None]:
+    """The history of a GetFlows request (blocking; run it in a store thread)."""
+    sel = plan.selection(cut)
+    store = api.store
+    if plan.number and not plan.first:
+        start = fq.nth_newest(store, sel, plan.number)
+        chunks = fq.iter_flows(store, sel, start=start, inclusive=True, limit=plan.number)
+    else:
+        chunks = fq.iter_flows(store, sel, limit=plan.number or None)
+    for chunk in chunks:
+        yield [flow_pb2.Flow.FromString(blob) for _key, blob in chunk]
+
+
+class RelayObserver(observer_pb2_grpc.ObserverServicer):
+    def __init__(self, api: RelayApi) -> None:
+        self.api = api
+
+    # --- GetFlows ------------------------------------------------------------------
+
+    async def GetFlows(
+        self, request: observer_pb2.GetFlowsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Response]:
+        api = self.api
+        try:
+            plan = GetFlowsPlan(request, api)
+            sub = self._subscribe(context) if plan.follow else None
+        except RequestError as exc:
+            await context.abort(exc.code, exc.message)
+            return
+        try:
+            if sub is not None:
+                # tells a client that its follow is in place: everything stored from
+                # now on reaches it (a client may wait for the headers before acting)
+                await context.send_initial_metadata((("sensilla-follow", "subscribed"),))
+            for ev in await self._node_events():
+                yield ev
+            if plan.wants_history:
+                async for resp in self._history(plan, sub):
+                    yield resp
+            if sub is not None:
+                async for resp in self._live(plan, sub):
+                    yield resp
+        finally:
+            if sub is not None:
+                sub.close()
+
+    def _subscribe(self, context: grpc.aio.ServicerContext[Any, Any]) -> Subscription:
+        api, limits = self.api, self.api.limits
+        client = peer_host(context.peer() or "")
+        b = api.broadcaster
+        if b.followers_of(client) >= limits.max_followers_per_client:
+            raise exhausted(
+                f"follow: this client already has {limits.max_followers_per_client} "
+                "concurrent followers (the maximum per client)"
+            )
+        if len(b.subscribers) >= limits.max_followers:
+            raise exhausted(f"follow: the relay serves {limits.max_followers} followers already")
+        return b.subscribe(limits.follower_queue_flows, client)
+
+    async def _node_events(self) -> list[Response]:
+        try:
+            nodes = await self.api.nodes()
+        except Exception as exc:  # the store is down: flows may still be served live
+            log.warning("node list unavailable: %s", exc)
+            return []
+        down = [n.name for n in nodes if not n.connected]
+        if not down:
+            return []
+        now = _ts(time.time_ns())
+        return [
+            Response(
+                node_status=relay_pb2.NodeStatusEvent(
+                    state_change=relay_pb2.NODE_UNAVAILABLE, node_names=down
+                ),
+                time=now,
+            )
+        ]
+
+    async def _history(
+        self, plan: GetFlowsPlan, sub: Subscription | None
+    ) -> AsyncIterator[Response]:
+        gen = history_chunks(self.api, plan, sub.cut if sub is not None else None)
+        try:
+            while True:
+                chunk = await self.api.run(next, gen, None)
+                if chunk is None:
+                    return
+                for flow in chunk:
+                    yield flow_response(flow, plan.mask)
+        finally:
+            # a step still running in a worker thread (the client went away) cannot be
+            # closed from here; the generator is dropped and collected instead
+            with contextlib.suppress(Exception):
+                await self.api.run(gen.close)
+
+    async def _live(self, plan: GetFlowsPlan, sub: Subscription) -> AsyncIterator[Response]:
+        until = plan.until
+        while True:
+            if until is not None:
+                left = (until - time.time_ns()) / 1e9
+                if left <= 0:
+                    return
+                try:
+                    item = await asyncio.wait_for(sub.get(), left)
+                except TimeoutError:
+                    return
+            else:
+                item = await sub.get()
+            if item is None:
+                return
+            if isinstance(item, Lost):
+                yield Response(
+                    lost_events=flow_pb2.LostEvent(
+                        source=flow_pb2.OBSERVER_EVENTS_QUEUE, num_events_lost=item.flows
+                    ),
+                    time=_ts(time.time_ns()),
+                )
+                continue
+            batch = item.batch
+            if item.start == 0:
+                now = _ts(time.time_ns())
+                for ev in batch.lost_events:
+                    yield Response(lost_events=ev, node_name=batch.node_name, time=now)
+            cut = sub.cut.get(batch.boot, 0)
+            seq = batch.first_seq + item.start
+            for flow in item.flows:
+                s, seq = seq, seq + 1
+                if s <= cut and not batch.recovered:
+                    continue  # stored before the cut: the history had it
+                if until is not None and flow.time.ToNanoseconds() > until:
+                    return
+                if plan.live_passes(flow):
+                    yield flow_response(flow, plan.mask)
+
+    # --- nodes, namespaces, status ---------------------------------------------------
+
+    async def GetNodes(
+        self, request: observer_pb2.GetNodesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> observer_pb2.GetNodesResponse:
+        nodes = await self.api.nodes()
+        now = time.time_ns()
+        out = observer_pb2.GetNodesResponse()
+        for n in nodes:
+            out.nodes.add(
+                name=n.name,
+                version=n.version,
+                address=n.address,
+                state=relay_pb2.NODE_CONNECTED if n.connected else relay_pb2.NODE_UNAVAILABLE,
+                uptime_ns=max(0, now - n.boot_id) if n.connected and n.boot_id else 0,
+                num_flows=n.flows_stored,
+                max_flows=0,
+                seen_flows=n.flows_seen,
+            )
+        return out
+
+    async def GetNamespaces(
+        self,
+        request: observer_pb2.GetNamespacesRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> observer_pb2.GetNamespacesResponse:
+        from relay.store import aggregates as agg
+
+        since = int(time.time()) - NAMESPACE_WINDOW_S
+        names = set(await self.api.run(agg.recent_namespaces, self.api.store, since))
+        if self.api.source is not None:
+            try:
+                names.update(await self.api.source.namespace_names())
+            except Exception as exc:  # the source is not readable: flows still count
+                log.warning("source namespaces unavailable: %s", exc)
+        return observer_pb2.GetNamespacesResponse(
+            namespaces=[observer_pb2.Namespace(namespace=n) for n in sorted(names)]
+        )
+
+    async def ServerStatus(
+        self,
+        request: observer_pb2.ServerStatusRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> observer_pb2.ServerStatusResponse:
+        api = self.api
+        nodes = await api.nodes()
+        down = [n.name for n in nodes if not n.connected]
+        return observer_pb2.ServerStatusResponse(
+            num_flows=await api.stored_flows(),
+            max_flows=0,
+            seen_flows=api.broadcaster.published_flows,
+            uptime_ns=api.uptime_ns,
+            num_connected_nodes=UInt32Value(value=len(nodes) - len(down)),
+            num_unavailable_nodes=UInt32Value(value=len(down)),
+            unavailable_nodes=down,
+            version=f"sensilla-relay {api.version}".strip(),
+            flows_rate=api.broadcaster.flows_rate(),
+        )
