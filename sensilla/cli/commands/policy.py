@@ -77,6 +77,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="address family ipBlocks see (default: %(default)s)",
     )
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    p.add_argument(
+        "--relay",
+        metavar="ADDR",
+        help="ask this relay (it adds the last observed flow and a policy that would allow "
+        "it); default: the lab's relay when it runs, else the model on the state directory",
+    )
     p.set_defaults(handler=_explain)
 
     pol.set_defaults(handler=lambda args: pol.print_help() or 2)
@@ -233,12 +239,14 @@ def _explain(args: argparse.Namespace) -> int:
     from collector.policy.verdict import verdict
     from collector.sources.lab import LabSource
 
+    if args.protocol != "ICMP" and args.port is None:
+        raise UsageError("--port is required for TCP, UDP and SCTP")
+    if _explain_via_relay(args):
+        return 0
     try:
         state = LabSource(_state_dir(args)).cluster_state()
     except PolicyValidationError as exc:
         raise UsageError(f"the state directory holds an invalid policy: {exc}") from exc
-    if args.protocol != "ICMP" and args.port is None:
-        raise UsageError("--port is required for TCP, UDP and SCTP")
     try:
         v = verdict(args.src, args.dst, args.port, args.protocol, state, args.family)
     except KeyError as exc:
@@ -248,3 +256,34 @@ def _explain(args: argparse.Namespace) -> int:
     else:
         print(explain_text(v))
     return 0
+
+
+def _explain_via_relay(args: argparse.Namespace) -> bool:
+    """Answer through a relay (relay.query.client) when one is given, or when the lab
+    runs one; False: use the local model."""
+    from relay.query import client
+
+    address, required = args.relay, args.relay is not None
+    if address is None and not args.state_dir:
+        try:
+            address = client.lab_relay_address(_state_dir(args))
+        except UsageError:  # no lab here: a relay on the default address may know
+            address = os.environ.get("SENSILLA_SERVER", "localhost:4245")
+    if address is None:
+        return False
+    try:
+        resp = client.explain(
+            address, args.src, args.dst, args.port, args.protocol, args.family, required=required
+        )
+    except client.RelayUnusable as exc:
+        if required:
+            raise UsageError(str(exc)) from None
+        return False
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.output == "json":
+        d = client.to_dict(resp, args.src, args.dst, args.port, args.protocol, address)
+        print(json.dumps(d, indent=1))
+    else:
+        print(client.format_text(resp, address))
+    return True
