@@ -3,7 +3,12 @@
 Run it with ``sensilla ui`` (which starts Streamlit headless, bound to loopback,
 with the relay's address and credentials in the environment, see ui/data.py).
 This file sets up navigation and the sidebar (time window, relay status); each
-page lives in ui/pages/ and reads the relay through ui/data.py only.
+page lives in ui/views/ and reads the relay through ui/data.py only.
+
+(The folder is not called ``pages/``: Streamlit treats a ``pages/`` folder next to
+the entry script as a legacy multipage app until st.navigation has run once, so
+the first request of a fresh server to a deep link such as /troubleshoot?from=…
+would run the page without this file's navigation, relay check and sidebar.)
 """
 
 from __future__ import annotations
@@ -13,14 +18,14 @@ import streamlit as st
 from ui import data
 from ui.components import banner, window
 
-st.set_page_config(page_title="Sensilla", page_icon=":material/satellite_alt:", layout="wide")
+st.set_page_config(page_title="Sensilla", layout="wide")  # no page_icon: no CDN fetch
 
 PAGES = [
-    st.Page("pages/overview.py", title="Overview", icon=":material/monitoring:", default=True),
-    st.Page("pages/service_map.py", title="Service map", icon=":material/hub:"),
-    st.Page("pages/flows.py", title="Flows", icon=":material/table_rows:"),
-    st.Page("pages/drops.py", title="Drops", icon=":material/block:"),
-    st.Page("pages/troubleshoot.py", title="Troubleshoot", icon=":material/troubleshoot:"),
+    st.Page("views/overview.py", title="Overview", icon=":material/monitoring:", default=True),
+    st.Page("views/service_map.py", title="Service map", icon=":material/hub:"),
+    st.Page("views/flows.py", title="Flows", icon=":material/table_rows:"),
+    st.Page("views/drops.py", title="Drops", icon=":material/block:"),
+    st.Page("views/troubleshoot.py", title="Troubleshoot", icon=":material/troubleshoot:"),
 ]
 page = st.navigation(PAGES)
 

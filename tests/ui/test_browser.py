@@ -14,13 +14,15 @@ apply`` and probe again. Screenshots of every page go to tests/artifacts/ui/.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +30,8 @@ from typing import Any
 
 import pytest
 
-from tests.ui.conftest import ARTIFACTS
-from tests.ui.fake_relay import FakeRelay
+from tests.ui.conftest import ARTIFACTS, ROOT
+from ui.components import graph
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
@@ -44,6 +46,103 @@ PAGES = {  # url path -> heading
 }
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium")
+
+
+class Sandbox:
+    """Where the browser, the UI and the relay run.
+
+    As root: a private network namespace with only loopback. Chromium aborts
+    page loads with ERR_NETWORK_CHANGED whenever an interface appears or goes in
+    its namespace, and on this machine other tests create and delete links all
+    the time; in a namespace of its own nothing changes. Without root: the
+    current namespace (page loads are retried, see open_page)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.netns = ""
+        self._procs: list[subprocess.Popen[bytes]] = []
+        if os.geteuid() == 0 and shutil.which("ip") and shutil.which("nsenter"):
+            name = "sui" + secrets.token_hex(4)
+            subprocess.run(["ip", "netns", "add", name], check=True, timeout=20)
+            self.netns = name
+            subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True,
+                           timeout=20)
+
+    def cmd(self, argv: list[str]) -> list[str]:
+        if not self.netns:
+            return argv
+        return ["nsenter", f"--net=/run/netns/{self.netns}", *argv]
+
+    def spawn(self, argv: list[str], log_name: str, ready: str,
+              timeout: float = 60) -> tuple[subprocess.Popen[bytes], str]:
+        """Start a process; wait for a line containing ``ready`` in its output and
+        return that line."""
+        log = self.workdir / log_name
+        env = dict(os.environ, HOME=str(self.workdir), PYTHONUNBUFFERED="1")
+        with log.open("wb") as out:
+            proc = subprocess.Popen(self.cmd(argv), stdout=out, stderr=subprocess.STDOUT,
+                                    env=env, cwd=ROOT, start_new_session=True)
+        self._procs.append(proc)
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in log.read_text(errors="replace").splitlines():
+                if ready in line:
+                    return proc, line
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{argv[0]} did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+
+    @staticmethod
+    def stop(proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+    def chromium(self) -> str:
+        """The browser executable (a wrapper entering the namespace, as root)."""
+        if not self.netns:
+            return CHROMIUM
+        wrapper = self.workdir / "chromium"
+        wrapper.write_text(f'#!/bin/sh\nexec nsenter --net=/run/netns/{self.netns} '
+                           f'{CHROMIUM} "$@"\n')
+        wrapper.chmod(0o755)
+        return str(wrapper)
+
+    def close(self) -> None:
+        for proc in self._procs:
+            self.stop(proc)
+        if self.netns:
+            subprocess.run(["ip", "netns", "del", self.netns], check=False, timeout=20)
+            self.netns = ""
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    box = Sandbox(tmp_path_factory.mktemp("suibrowser"))
+    try:
+        yield box
+    finally:
+        box.close()
+
+
+def start_fake_relay(box: Sandbox, dataset: str) -> tuple[subprocess.Popen[bytes], str]:
+    proc, line = box.spawn([sys.executable, "-m", "tests.ui.fake_relay", "--listen",
+                            "127.0.0.1:0", "--dataset", dataset],
+                           f"relay-{dataset}-{secrets.token_hex(2)}.log", "fake relay (")
+    return proc, line.rsplit(" on ", 1)[1].strip()
+
+
+def start_ui(box: Sandbox, relay: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    sensilla = str(Path(sys.executable).parent / "sensilla")
+    proc, _line = box.spawn([sensilla, "ui", "--relay", relay, "--port", str(port)],
+                            f"ui-{port}.log", f"URL: http://127.0.0.1:{port}")
+    return proc, f"http://127.0.0.1:{port}"
 
 
 @dataclass
@@ -64,16 +163,15 @@ class Target:
 
 
 @pytest.fixture(scope="module")
-def target() -> Iterator[Target]:
-    relay = FakeRelay("lab")
-    address = relay.start("127.0.0.1:0")
+def target(sandbox: Sandbox) -> Iterator[Target]:
+    proc, address = start_fake_relay(sandbox, "lab")
     try:
         yield Target(name="fake", relay=address,
                      namespaces=["kube-system", "monitoring", "x", "y", "z"],
                      denied=("x/a", "y/b", 80, "TCP"), denying_policy="y/allow-from-y",
-                     stop_relay=relay.stop)
+                     stop_relay=lambda: sandbox.stop(proc))
     finally:
-        relay.stop()
+        sandbox.stop(proc)
 
 
 def _free_port() -> int:
@@ -83,49 +181,24 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ui_url(target: Target, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`sensilla ui` against the target's relay, on a free loopback port."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("suiui") / "ui.log"
-    sensilla = Path(sys.executable).parent / "sensilla"
-    env = dict(os.environ, HOME=str(log.parent))  # streamlit writes ~/.streamlit
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(sensilla), "ui", "--relay", target.relay, "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+def ui_url(sandbox: Sandbox, target: Target) -> Iterator[str]:
+    proc, url = start_ui(sandbox, target.relay)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"sensilla ui did not start:\n{log.read_text()}")
-            time.sleep(0.2)
         yield url
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        sandbox.stop(proc)
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def browser(sandbox: Sandbox) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
-    profile = tmp_path_factory.mktemp("suichromium")
+    profile = sandbox.workdir / "chromium-profile"
+    profile.mkdir()
     with sync_playwright() as pw:
         ctx = pw.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
-            viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+            str(profile), executable_path=sandbox.chromium(), args=CHROMIUM_ARGS,
+            headless=True, viewport={"width": 1400, "height": 1000}, accept_downloads=True)
         try:
             yield ctx
         finally:
@@ -160,9 +233,17 @@ def settle(page: Any, timeout: float = 20.0) -> None:
 
 
 def open_page(page: Any, url: str, path: str, *, query: str = "") -> None:
-    page.goto(f"{url}/{path}{'?' + query if query else ''}")
-    page.locator('[data-testid="stHeading"]', has_text=PAGES[path]).first.wait_for(
-        timeout=30_000)
+    """Load a page and wait for its heading. A load that Chromium aborted
+    (ERR_NETWORK_CHANGED, when interfaces change in its namespace) is retried."""
+    heading = page.locator('[data-testid="stHeading"]', has_text=PAGES[path]).first
+    for attempt in range(3):
+        page.goto(f"{url}/{path}{'?' + query if query else ''}")
+        try:
+            heading.wait_for(timeout=15_000)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
     settle(page)
 
 
@@ -193,10 +274,10 @@ def text(page: Any) -> str:
 # --------------------------------------------------------------------------- tests
 
 
-def test_sui_browser_ui_binds_loopback_only(ui_url: str) -> None:
+def test_sui_browser_ui_binds_loopback_only(ui_url: str, sandbox: Sandbox) -> None:
     port = int(ui_url.rsplit(":", 1)[1])
-    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(sandbox.cmd(["ss", "-Hltn", f"sport = :{port}"]), capture_output=True,
+                         text=True, check=True).stdout.split()
     listening = [w for w in out if w.endswith(f":{port}")]
     assert listening == [f"127.0.0.1:{port}"]
 
@@ -310,6 +391,32 @@ def test_sui_browser_flows_live_mode_and_export(ui_url: str, page: Any) -> None:
         page.wait_for_timeout(300)
     assert caption.inner_text() != first
     no_traceback(page)
+
+
+def test_sui_browser_service_map_readable_at_64_workloads(page: Any, sandbox: Sandbox) -> None:
+    relay, address = start_fake_relay(sandbox, "large")
+    try:
+        ui, url = start_ui(sandbox, address)
+        # a deep link is the very first request of this server: it must get the app's
+        # navigation and relay check, not a bare page
+        open_page(page, url, "service_map")
+        nav = [n.strip() for n in
+               page.locator('[data-testid="stSidebarNav"]').inner_text().split("\n")]
+        assert set(PAGES.values()) <= set(nav)
+        assert "app" not in nav and "service map" not in nav  # no legacy page list
+        assert "2 nodes connected" in page.locator('[data-testid="stSidebar"]').inner_text()
+        page.locator(".js-plotly-plot").first.wait_for()
+        body = text(page)
+        shown = int(body.split(" workloads,")[0].split()[-1])
+        assert shown <= graph.READABLE_WORKLOADS  # the largest namespaces start collapsed
+        labels = page.locator(".js-plotly-plot .annotation-text").all_text_contents()
+        assert {f"team-{i}" for i in range(8)} <= set(labels)
+        assert "Collapse namespaces" in body
+        no_traceback(page)
+        shoot(page, "service_map_64_workloads")
+        sandbox.stop(ui)
+    finally:
+        sandbox.stop(relay)
 
 
 def test_sui_browser_relay_down_banner_on_every_page(ui_url: str, page: Any,

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from sensilla.protos import flow_pb2
 from tests.ui.conftest import APP
 from tests.ui.fake_relay import FakeRelay
+from ui.components import graph
 
 pytestmark = pytest.mark.unit
 
@@ -41,7 +42,7 @@ def run_page(page: str, *, state: dict[str, Any] | None = None,
         relay = _RELAY.get("current")
         if relay is not None:
             relay.calls.clear()
-        at.switch_page(f"pages/{page}.py")
+        at.switch_page(f"views/{page}.py")
         at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -160,11 +161,8 @@ def test_sui_relay_down_banner_on_every_page(page: str, monkeypatch: pytest.Monk
     (err,) = at.main.error
     assert "Relay unavailable: cannot reach the relay at " + dead in err.value
     assert "sensilla relay" in err.value  # what to do about it
-    if page == "overview":
-        # The entry script's sidebar and gate. (AppTest runs a switched-to page's
-        # script without the entry script, so other pages show their own banner;
-        # the browser test checks every page through the entry script.)
-        assert "Relay unreachable" in texts(at)
+    assert "Relay unreachable" in texts(at)  # the entry script's sidebar
+    assert "(call: `ServerStatus`" in err.value  # its relay check stopped the page
     assert "Traceback" not in texts(at)
 
 
@@ -269,7 +267,7 @@ def test_sui_service_map_large_cluster_stays_readable(relay: FakeRelay) -> None:
     assert collapsed, "64 workloads: some namespaces start collapsed"
     text = texts(at)
     shown = int(text.split(" workloads,")[0].rsplit("\n", 1)[-1])
-    assert shown <= 50
+    assert shown <= graph.READABLE_WORKLOADS
     at.text_input(key="sm_text").input("team-3")
     at.multiselect(key="sm_collapsed").set_value([])
     at.run()

@@ -33,7 +33,7 @@ OTHER_COLOR = "#7f7f7f"
 RESERVED_GROUP = "reserved"
 COLLAPSED_PREFIX = "ns:"
 # Above this many workloads the page collapses the largest namespaces by default.
-READABLE_WORKLOADS = 50
+READABLE_WORKLOADS = 30
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def build_model(
         if wid.startswith("reserved:") or (not ns and kind == "reserved"):
             return Node(wid, name or wid.split(":", 1)[-1], RESERVED_GROUP, "reserved")
         if ns in collapsed_set:
-            return Node(COLLAPSED_PREFIX + ns, f"{ns} ({counts.get(ns, 0)} workloads)", ns,
+            return Node(COLLAPSED_PREFIX + ns, f"{counts.get(ns, 0)} workloads", ns,
                         "namespace", counts.get(ns, 0))
         return Node(wid, name or wid, ns or RESERVED_GROUP, kind or "workload")
 
@@ -210,7 +210,7 @@ def layout(model: Model) -> tuple[dict[str, tuple[float, float]], list[Box]]:
         dims[g] = (cols, rows, (cols - 1) * spacing + 2 * pad, (rows - 1) * spacing + 2 * pad)
     total_area = sum(w * h for _c, _r, w, h in dims.values()) or 1.0
     widest = max((w for _c, _r, w, _h in dims.values()), default=1.0)
-    row_width = max(widest, math.sqrt(total_area) * 1.6)
+    row_width = max(widest, math.sqrt(total_area) * 2.2)  # the page is wide
 
     pos: dict[str, tuple[float, float]] = {}
     boxes: list[Box] = []
@@ -243,16 +243,11 @@ def _color(verdict: str) -> str:
 def _edge_path(
     a: tuple[float, float], b: tuple[float, float], offset: float
 ) -> tuple[list[float], list[float], tuple[float, float], float]:
-    """Points of an edge (a gentle curve when offset), the marker position and the
-    marker's angle (degrees clockwise from north, plotly's convention)."""
+    """Points of an edge between two distinct nodes (a gentle curve when offset),
+    the marker position and the marker's angle (degrees clockwise from north,
+    plotly's convention)."""
     ax, ay = a
     bx, by = b
-    if (ax, ay) == (bx, by):  # a loop above the node
-        r = 0.35 + abs(offset)
-        pts = [(ax + r * math.sin(t), ay + r + r * -math.cos(t))
-               for t in [i * math.pi / 8 for i in range(17)]]
-        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        return xs, ys, (ax, ay + 2 * r), 90.0
     dx, dy = bx - ax, by - ay
     length = math.hypot(dx, dy) or 1.0
     nx, ny = -dy / length, dx / length
@@ -302,13 +297,20 @@ def figure(model: Model, *, selected: str | None = None) -> go.Figure:
         lane = lane_index[(e.source, e.destination)]
         lane_index[(e.source, e.destination)] += 1
         (ax, ay), (bx, by) = pos[e.source], pos[e.destination]
-        length = math.hypot(bx - ax, by - ay)
-        offset = -(min(0.12 * length, 1.2) + 0.28 * lane)
-        xs, ys, (px, py), angle = _edge_path(pos[e.source], pos[e.destination], offset)
         verdict = e.verdict if e.verdict in VERDICT_COLORS else "OTHER"
-        lx, ly = lines.setdefault(verdict, ([], []))
-        lx.extend([*xs, None])
-        ly.extend([*ys, None])
+        if e.source == e.destination:
+            # Traffic inside one node (a collapsed namespace, or a workload talking
+            # to itself): an arrow beside the node, pointing at it, no line.
+            theta = math.radians(60 + 35 * lane)
+            px, py = ax + 0.55 * math.cos(theta), ay + 0.55 * math.sin(theta)
+            angle = math.degrees(math.atan2(ax - px, ay - py))
+        else:
+            length = math.hypot(bx - ax, by - ay)
+            offset = -(min(0.12 * length, 1.2) + 0.28 * lane)
+            xs, ys, (px, py), angle = _edge_path(pos[e.source], pos[e.destination], offset)
+            lx, ly = lines.setdefault(verdict, ([], []))
+            lx.extend([*xs, None])
+            ly.extend([*ys, None])
         mk["x"].append(px)
         mk["y"].append(py)
         mk["angle"].append(angle)
@@ -335,6 +337,7 @@ def figure(model: Model, *, selected: str | None = None) -> go.Figure:
             line={"color": VERDICT_COLORS.get(verdict, OTHER_COLOR),
                   "width": 2.2 if verdict == "DROPPED" else 1.5,
                   "dash": "dash" if verdict == "DROPPED" else "solid"},
+            opacity=1.0 if verdict == "DROPPED" else 0.6,
         ))
 
     sel_index = [i for i, k in enumerate(mk["key"]) if k == selected]

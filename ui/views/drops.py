@@ -95,5 +95,5 @@ if candidates:
         "Explain a dropped pair", candidates, key="dr_pick",
         format_func=lambda c: f"{c[0]} → {c[1]} on {c[2]}/{c[3]}")
     if cols[1].button("Troubleshoot", key="dr_go", icon=":material/troubleshoot:") and pick:
-        st.switch_page("pages/troubleshoot.py", query_params={
+        st.switch_page("views/troubleshoot.py", query_params={
             "from": pick[0], "to": pick[1], "port": str(pick[2]), "protocol": pick[3]})

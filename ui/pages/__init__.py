@@ -1,1 +1,0 @@
-"""One Streamlit page per file (run by st.navigation in ui/app.py)."""
