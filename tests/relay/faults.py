@@ -214,3 +214,28 @@ def stall_run(
         1 for t in ack_times if window["begin"] + 1.0 < t < window["end"]
     )
     return out
+
+
+def plain_run(
+    store_url: str,
+    work: Path,
+    *,
+    flows_per_client: int,
+    batch_size: int = 1000,
+    timeout: float = 1800.0,
+    relay_args: tuple[str, ...] = (),
+) -> Outcome:
+    """Ship as fast as the relay takes it (no faults)."""
+    relay = RelayProcess(store_url, work, args=list(relay_args))
+    ack_times: list[float] = []
+    clients = make_clients(relay, flows_per_client, batch_size, ack_times)
+    relay.start()
+    t0 = time.monotonic()
+    try:
+        asyncio.run(ship_with(clients, None, timeout))
+        seconds = time.monotonic() - t0
+    finally:
+        rc = relay.stop()
+    out = Outcome(clients, seconds, 0, relay.log_text(), ack_times)
+    out.notes["exit_code"] = rc
+    return out
