@@ -847,7 +847,7 @@ class _Query(query_pb2_grpc.QueryServicer):
         page_size = min(request.page_size or 100, 1000)
         offset = 0
         if request.page_token:
-            if not request.page_token.isdigit():
+            if not (request.page_token.isascii() and request.page_token.isdigit()):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     "page_token: not a token from this relay")
             offset = int(request.page_token)

@@ -449,3 +449,13 @@ def test_sui_troubleshoot_no_pods(relay: FakeRelay) -> None:
     relay.use("empty")
     at = run_page("troubleshoot")
     assert "No data:** the relay knows no pods." in texts(at)
+
+
+def test_sui_troubleshoot_ignores_bad_link_parameters(relay: FakeRelay) -> None:
+    at = run_page("troubleshoot", query={"from": "nope/x", "to": "y/b", "port": "¹",
+                                         "protocol": "gopher"})
+    assert at.selectbox(key="ts_source").value is None
+    assert at.selectbox(key="ts_destination").value == "y/b"
+    assert at.number_input(key="ts_port").value == 80
+    assert at.selectbox(key="ts_protocol").value == "TCP"
+    assert "Choose a source and a destination pod." in texts(at)

@@ -404,3 +404,25 @@ def test_sui_unusable_credentials_are_config_errors(tmp_path: Path) -> None:
         c.server_status()
     assert err.value.kind == "config" and "empty" in err.value.message
     c.close()
+
+
+def test_sui_graph_group_ports_merges_a_pairs_ports_and_queries_each() -> None:
+    workloads = pd.DataFrame([{"id": i, "namespace": i.split("/")[0], "name": i.split("/")[1],
+                               "kind": "Pod", "identity": 0} for i in ("a/x", "b/y")])
+    edges = pd.DataFrame([
+        {"source_id": "a/x", "destination_id": "b/y", "protocol": p, "port": n,
+         "verdict": "FORWARDED", "flows": f, "packets": f, "bytes": 10 * f, "drop_reasons": ""}
+        for p, n, f in (("TCP", 80, 5), ("TCP", 443, 7), ("UDP", 53, 1))])
+    (edge,) = graph.build_model(workloads, edges, group_ports=True).edges
+    assert (edge.flows, edge.packets, edge.bytes) == (13, 13, 130)
+    assert edge.ports == ("53/UDP", "80/TCP", "443/TCP")
+    assert (edge.port, edge.protocol) == (0, "")
+    assert edge.port_label == "53/UDP, 80/TCP, 443/TCP"
+    q = graph.edge_flow_query(edge)
+    assert (q["source_workload_id"], q["destination_workload_id"]) == ("a/x", "b/y")
+    assert [(list(f.protocol), list(f.destination_port)) for f in q["whitelist"]] == [
+        (["udp"], ["53"]), (["tcp"], ["80"]), (["tcp"], ["443"])]
+    assert all(list(f.verdict) == [flow_pb2.FORWARDED] for f in q["whitelist"])
+    single = graph.build_model(workloads, edges[edges["port"] == 80], group_ports=True).edges[0]
+    assert (single.port, single.protocol, single.port_label) == (80, "TCP", "80/TCP")
+    assert len(graph.build_model(workloads, edges).edges) == 3

@@ -20,6 +20,7 @@ command line, the UI switches to it.
 from __future__ import annotations
 
 import ipaddress
+import re
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -83,6 +84,9 @@ CONFLICTS: tuple[tuple[str, ...], ...] = (
     ("identity", "to-identity"),
     ("identity", "from-identity"),
 )
+
+
+_DIGITS = re.compile(r"[0-9]{1,10}")
 
 
 class FilterInputError(ValueError):
@@ -168,12 +172,17 @@ def _ns_dst(f: flow_pb2.FlowFilter, namespaces: Sequence[str]) -> None:
     f.destination_pod.extend(_qualify(pods, namespaces))
 
 
+def _number(text: str) -> bool:
+    """ASCII digits only (str.isdigit also accepts '¹', which int() refuses)."""
+    return bool(_DIGITS.fullmatch(text))
+
+
 def _identity(flag: str, value: str) -> int:
     v = value.strip().lower()
     v = v.removeprefix("reserved:")
     if v in RESERVED_IDENTITIES:
         return RESERVED_IDENTITIES[v]
-    if v.isdigit() and int(v) < 2**32:
+    if _number(v) and int(v) < 2**32:
         return int(v)
     raise FilterInputError(
         flag, f"{value!r} is not an identity (a number or one of {', '.join(RESERVED_IDENTITIES)})"
@@ -181,7 +190,7 @@ def _identity(flag: str, value: str) -> int:
 
 
 def _port(flag: str, value: str) -> str:
-    if not value.isdigit() or int(value) > 65535:
+    if not _number(value) or int(value) > 65535:
         raise FilterInputError(flag, f"{value!r} is not a port number (0-65535)")
     return str(int(value))
 
@@ -198,14 +207,14 @@ def _event_type(flag: str, value: str) -> flow_pb2.EventTypeFilter:
     head, _, sub = value.partition(":")
     if head in EVENT_TYPES:
         etype = EVENT_TYPES[head]
-    elif head.isdigit():
+    elif _number(head):
         etype = int(head)
     else:
         raise FilterInputError(flag, f"unknown event type {value!r} "
                                      f"(one of {', '.join(EVENT_TYPES)} or a number)")
     out = flow_pb2.EventTypeFilter(type=etype)
     if sub:
-        if not sub.isdigit():
+        if not _number(sub):
             raise FilterInputError(flag, f"event sub-type {sub!r} must be a number")
         out.match_sub_type = True
         out.sub_type = int(sub)

@@ -56,6 +56,16 @@ class Edge:
     packets: int
     bytes: int
     drop_reasons: str = ""
+    # With grouped ports: every "port/protocol" merged into this edge (protocol and
+    # port are then set only when they are the same for all).
+    ports: tuple[str, ...] = ()
+
+    @property
+    def port_label(self) -> str:
+        if self.ports and len(self.ports) > 1:
+            shown = ", ".join(self.ports[:3])
+            return shown + (f" (+{len(self.ports) - 3})" if len(self.ports) > 3 else "")
+        return f"{self.port}/{self.protocol}" if self.port else self.protocol
 
     @property
     def key(self) -> str:
@@ -90,9 +100,8 @@ def node_label(node_id: str, nodes: dict[str, Node] | None = None) -> str:
 
 
 def edge_label(e: Edge, nodes: dict[str, Node] | None = None) -> str:
-    port = f"{e.port}/{e.protocol}" if e.port else e.protocol
-    return (f"{node_label(e.source, nodes)} → {node_label(e.destination, nodes)} · {port} · "
-            f"{e.verdict} · {e.flows} flows")
+    return (f"{node_label(e.source, nodes)} → {node_label(e.destination, nodes)} · "
+            f"{e.port_label} · {e.verdict} · {e.flows} flows")
 
 
 def default_collapsed(workloads: pd.DataFrame, limit: int = READABLE_WORKLOADS) -> list[str]:
@@ -117,7 +126,10 @@ def build_model(
     collapsed: Iterable[str] = (),
     text: str = "",
     min_flows: int = 0,
+    group_ports: bool = False,
 ) -> Model:
+    """Nodes and edges to draw. ``group_ports`` merges the edges of a pair that
+    differ only by port and protocol (one arrow per pair and verdict)."""
     collapsed_set = set(collapsed)
     info: dict[str, tuple[str, str, str]] = {}
     for w in workloads.itertuples(index=False):
@@ -142,12 +154,16 @@ def build_model(
 
     merged: dict[tuple[str, str, str, int, str], list[Any]] = {}
     reasons: dict[tuple[str, str, str, int, str], set[str]] = defaultdict(set)
+    port_names: dict[tuple[str, str, str], set[tuple[str, int]]] = defaultdict(set)
     model = Model()
     for e in edges.itertuples(index=False):
         src, dst = node_for(str(e.source_id)), node_for(str(e.destination_id))
         model.nodes.setdefault(src.id, src)
         model.nodes.setdefault(dst.id, dst)
         k = (src.id, dst.id, str(e.protocol), int(e.port), str(e.verdict))
+        port_names[k[:2] + k[4:]].add((str(e.protocol), int(e.port)))
+        if group_ports:
+            k = (src.id, dst.id, "*", -1, str(e.verdict))
         acc = merged.setdefault(k, [0, 0, 0])
         acc[0] += int(e.flows)
         acc[1] += int(e.packets)
@@ -168,8 +184,17 @@ def build_model(
             needle not in node_label(d, model.nodes).lower()
         ):
             continue
-        model.edges.append(Edge(s, d, proto, port, verdict, flows, packets, nbytes,
-                                ", ".join(sorted(reasons[(s, d, proto, port, verdict)]))))
+        why = ", ".join(sorted(reasons[(s, d, proto, port, verdict)]))
+        if port == -1:  # grouped: keep port and protocol only when unique
+            pairs = sorted(port_names[(s, d, verdict)], key=lambda pp: (pp[1], pp[0]))
+            protos = {pp[0] for pp in pairs}
+            proto = next(iter(protos)) if len(protos) == 1 else ""
+            port = pairs[0][1] if len(pairs) == 1 else 0
+            names = tuple(f"{pp[1]}/{pp[0]}" if pp[1] else pp[0] for pp in pairs)
+            model.edges.append(Edge(s, d, proto, port, verdict, flows, packets, nbytes, why,
+                                    names))
+        else:
+            model.edges.append(Edge(s, d, proto, port, verdict, flows, packets, nbytes, why))
         kept_nodes.update((s, d))
     if needle or min_flows:
         model.nodes = {
@@ -207,7 +232,11 @@ def layout(model: Model) -> tuple[dict[str, tuple[float, float]], list[Box]]:
         size = len(groups[g])
         cols = max(1, math.ceil(math.sqrt(size)))
         rows = max(1, math.ceil(size / cols))
-        dims[g] = (cols, rows, (cols - 1) * spacing + 2 * pad, (rows - 1) * spacing + 2 * pad)
+        w = (cols - 1) * spacing + 2 * pad
+        h = (rows - 1) * spacing + 2 * pad
+        if any(n.kind == "namespace" for n in groups[g]):
+            w, h = max(w, 3.2), max(h, 3.2)  # room for the arrows of its inner traffic
+        dims[g] = (cols, rows, w, h)
     total_area = sum(w * h for _c, _r, w, h in dims.values()) or 1.0
     widest = max((w for _c, _r, w, _h in dims.values()), default=1.0)
     row_width = max(widest, math.sqrt(total_area) * 2.2)  # the page is wide
@@ -225,6 +254,9 @@ def layout(model: Model) -> tuple[dict[str, tuple[float, float]], list[Box]]:
         boxes.append(Box(g, x, y - h, x + w, y))
         members = sorted(groups[g], key=lambda n: n.label)
         for i, n in enumerate(members):
+            if n.kind == "namespace" and len(members) == 1:
+                pos[n.id] = (x + w / 2, y - h / 2)
+                continue
             cx = x + pad + (i % cols) * spacing
             cy = y - pad - (i // cols) * spacing
             pos[n.id] = (cx, cy)
@@ -318,7 +350,7 @@ def figure(model: Model, *, selected: str | None = None) -> go.Figure:
         mk["key"].append(e.key)
         mk["size"].append(12 + 8 * math.log10(1 + 9 * e.flows / max_flows))
         mk["label"].append(f"{e.flows:,}" if label_counts else "")
-        port = f"{e.port}/{e.protocol}" if e.port else e.protocol
+        port = e.port_label
         extra = f"<br>drop reasons: {e.drop_reasons}" if e.drop_reasons else ""
         mk["text"].append(
             f"{node_label(e.source, model.nodes)} → {node_label(e.destination, model.nodes)}"
@@ -377,7 +409,7 @@ def figure(model: Model, *, selected: str | None = None) -> go.Figure:
     ys = [b.y0 for b in boxes] + [b.y1 for b in boxes]
     width = (max(xs) - min(xs)) if xs else 1.0
     height = (max(ys) - min(ys)) if ys else 1.0
-    px_height = int(min(1100, max(420, 760 * (height + 1) / (width + 1))))
+    px_height = int(min(1200, max(420, 1000 * (height + 1) / (width + 1))))
     fig.update_layout(
         height=px_height,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
@@ -413,20 +445,35 @@ def selected_edge_key(event: Any) -> str | None:
 
 
 def edge_flow_query(edge: Edge) -> dict[str, Any]:
-    """Keyword arguments for data.search_flows listing this edge's flows."""
-    flt = flow_pb2.FlowFilter()
+    """Keyword arguments for data.search_flows listing this edge's flows: the ends
+    by workload id (or namespace prefix for a collapsed namespace), the verdict, and
+    the port and protocol (one filter per port of a grouped edge, ORed)."""
+    base = flow_pb2.FlowFilter()
     kwargs: dict[str, Any] = {}
     for end, node_id in (("source", edge.source), ("destination", edge.destination)):
         if node_id.startswith(COLLAPSED_PREFIX):
             ns = node_id[len(COLLAPSED_PREFIX):]
-            getattr(flt, f"{end}_pod").append(f"{ns}/")
+            getattr(base, f"{end}_pod").append(f"{ns}/")
         else:
             kwargs[f"{end}_workload_id"] = node_id
     if edge.verdict in flow_pb2.Verdict.DESCRIPTOR.values_by_name:
-        flt.verdict.append(flow_pb2.Verdict.Value(edge.verdict))  # type: ignore[arg-type]
-    if edge.protocol:
-        flt.protocol.append(edge.protocol.lower())
-    if edge.port:
-        flt.destination_port.append(str(edge.port))
-    kwargs["whitelist"] = [flt]
+        base.verdict.append(flow_pb2.Verdict.Value(edge.verdict))  # type: ignore[arg-type]
+    ports: list[tuple[str, int]] = []
+    if len(edge.ports) > 1:
+        for name in edge.ports:
+            number, _, proto = name.partition("/")
+            ports.append((proto, int(number)) if number.isascii() and number.isdigit()
+                         else (number, 0))
+    else:
+        ports.append((edge.protocol, edge.port))
+    filters = []
+    for proto, port in ports:
+        f = flow_pb2.FlowFilter()
+        f.CopyFrom(base)
+        if proto:
+            f.protocol.append(proto.lower())
+        if port:
+            f.destination_port.append(str(port))
+        filters.append(f)
+    kwargs["whitelist"] = filters
     return kwargs

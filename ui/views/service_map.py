@@ -51,7 +51,7 @@ if smap.truncated:
 
 map_namespaces = sorted({str(n) for n in smap.workloads["namespace"] if n})
 with st.expander("Layout and filters", expanded=len(smap.workloads) > graph.READABLE_WORKLOADS):
-    lc = st.columns([3, 2, 1], vertical_alignment="bottom")
+    lc = st.columns([3, 2, 1, 1.4], vertical_alignment="bottom")
     if "sm_collapsed" not in st.session_state:
         st.session_state["sm_collapsed"] = graph.default_collapsed(smap.workloads)
     current = [n for n in st.session_state["sm_collapsed"] if n in map_namespaces]
@@ -62,9 +62,12 @@ with st.expander("Layout and filters", expanded=len(smap.workloads) > graph.READ
     text = lc[1].text_input("Workload contains", key="sm_text",
                             placeholder="e.g. frontend")
     min_flows = lc[2].number_input("Min flows", min_value=0, step=1, key="sm_min_flows")
+    st.session_state.setdefault("sm_group_ports", len(smap.edges) > 60)
+    group_ports = lc[3].toggle("Group ports", key="sm_group_ports",
+                               help="One arrow per pair and verdict, whatever the port")
 
 model = graph.build_model(smap.workloads, smap.edges, collapsed=collapsed, text=text,
-                          min_flows=int(min_flows))
+                          min_flows=int(min_flows), group_ports=group_ports)
 if not model.edges:
     banner.no_data("no edge matches the layout filters.", "Clear 'Workload contains' or "
                    "lower 'Min flows'.")
@@ -99,7 +102,7 @@ if edge_key:
     assert edge is not None
     st.subheader(f"Flows of {graph.node_label(edge.source, model.nodes)} → "
                  f"{graph.node_label(edge.destination, model.nodes)}")
-    st.caption(f"{edge.port}/{edge.protocol} · {edge.verdict} · {edge.flows} flows · "
+    st.caption(f"{edge.port_label} · {edge.verdict} · {edge.flows} flows · "
                f"{edge.packets} packets · {edge.bytes} bytes"
                + (f" · drop reasons: {edge.drop_reasons}" if edge.drop_reasons else ""))
     try:
@@ -120,7 +123,7 @@ with st.expander(f"All edges ({len(model.edges)})"):
         pd.DataFrame([
             {"source": graph.node_label(e.source, model.nodes),
              "destination": graph.node_label(e.destination, model.nodes),
-             "port": f"{e.port}/{e.protocol}" if e.port else e.protocol,
+             "port": e.port_label,
              "verdict": e.verdict, "flows": e.flows, "packets": e.packets, "bytes": e.bytes,
              "drop_reasons": e.drop_reasons}
             for e in model.edges

@@ -36,7 +36,8 @@ if not st.session_state.get("ts_prefilled"):
         st.session_state["ts_source"] = qp["from"]
     if qp.get("to") in by_key:
         st.session_state["ts_destination"] = qp["to"]
-    if str(qp.get("port", "")).isdigit() and 0 < int(qp["port"]) < 65536:
+    raw_port = str(qp.get("port", ""))
+    if raw_port.isascii() and raw_port.isdigit() and 0 < int(raw_port) < 65536:
         st.session_state["ts_port"] = int(qp["port"])
     if str(qp.get("protocol", "")).upper() in PROTOCOLS:
         st.session_state["ts_protocol"] = str(qp["protocol"]).upper()

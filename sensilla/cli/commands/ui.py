@@ -58,7 +58,9 @@ def _check_file(flag: str, path: str | None) -> str:
 
 def _check_relay(address: str) -> str:
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not (
+        0 < int(port) < 65536
+    ):
         raise UsageError(f"--relay: expected HOST:PORT, got {address!r}")
     return address
 
