@@ -54,11 +54,13 @@ def test_ssi_history_once_in_sequence_order(store: Store) -> None:
     expected = _fill(store)
     items = asyncio.run(_collect(ResumeStream(store, None, follow=False)))
     flows = [i for i in items if i.kind == FLOW]
-    got = [flow_position(i.flow) for i in flows]
+    got = [flow_position(i.flow) for i in flows if i.flow is not None]
     assert len(got) == len(set(got)) == len(expected)
     assert set(got) == expected
     last: dict[tuple[str, int], int] = {}
-    for c, b, s in got:
+    for pos in got:
+        assert pos is not None
+        c, b, s = pos
         assert s > last.get((c, b), 0)
         last[(c, b)] = s
 
