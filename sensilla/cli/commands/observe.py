@@ -241,7 +241,7 @@ def register(subparsers: Any) -> None:
         "-o",
         "--output",
         default="compact",
-        help="Output format: compact, dict, json, jsonpb or table (default compact)",
+        help="Output format: compact, dict, json, jsonpb, table or ocsf (default compact)",
     )
     out.add_argument(
         "--time-format",
