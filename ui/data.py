@@ -233,6 +233,10 @@ def node_state_name(value: int) -> str:
 # --------------------------------------------------------------------------- results
 
 
+NODE_COLUMNS = ["name", "state", "address", "version", "last_seen", "flows_stored",
+                "flows_seen", "lost_events"]
+
+
 @dataclass(frozen=True)
 class RelayStatus:
     num_flows: int
@@ -301,10 +305,17 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class DirectionAnswer:
+    """One side of an Explain answer (egress at the source, ingress at the
+    destination). ``reason`` is the policy model's: not-a-pod, own-node,
+    not-isolated, allowed, default-deny (empty from relays that do not say)."""
+
     enforced: bool
     allowed: bool
     selected_by: tuple[str, ...]
     allowed_by: tuple[str, ...]
+    reason: str = ""
+    pod: str = ""
+    audit: bool = False
 
 
 @dataclass(frozen=True)
@@ -320,6 +331,7 @@ class Explanation:
     explanation: str
     suggested_policy: str
     last_observed: flow_pb2.Flow | None = None
+    forwarded: bool = False  # packets pass: allowed, or denied in audit mode
 
 
 @dataclass
@@ -417,23 +429,48 @@ class RelayClient:
         )
 
     def nodes(self) -> pd.DataFrame:
-        resp = self._unary("GetNodes", self._stubs.observer.GetNodes,
-                           observer_pb2.GetNodesRequest())
-        rows = [
-            {
-                "name": n.name,
-                "state": node_state_name(n.state),
-                "address": n.address,
-                "version": n.version,
-                "tls": n.tls.enabled,
-                "uptime_s": n.uptime_ns / 1e9,
-                "flows_stored": n.num_flows,
-                "flows_seen": n.seen_flows,
-            }
-            for n in resp.nodes
-        ]
-        return pd.DataFrame(rows, columns=["name", "state", "address", "version", "tls",
-                                           "uptime_s", "flows_stored", "flows_seen"])
+        """The nodes with their state: from Query.Nodes (which adds last seen and
+        losses), else from Hubble's GetNodes on a relay without it."""
+        try:
+            resp = self._unary("Nodes", self._stubs.query.Nodes, query_pb2.NodesRequest())
+        except RelayError as err:
+            if err.kind != "unimplemented":
+                raise
+        else:
+            return pd.DataFrame(
+                [
+                    {
+                        "name": n.name,
+                        "state": node_state_name(n.state),
+                        "address": n.address,
+                        "version": n.version,
+                        "last_seen": from_timestamp(n.last_seen),
+                        "flows_stored": n.flows_stored,
+                        "flows_seen": n.flows_seen,
+                        "lost_events": n.lost_events,
+                    }
+                    for n in resp.nodes
+                ],
+                columns=NODE_COLUMNS,
+            )
+        old = self._unary("GetNodes", self._stubs.observer.GetNodes,
+                          observer_pb2.GetNodesRequest())
+        return pd.DataFrame(
+            [
+                {
+                    "name": n.name,
+                    "state": node_state_name(n.state),
+                    "address": n.address,
+                    "version": n.version,
+                    "last_seen": None,
+                    "flows_stored": n.num_flows,
+                    "flows_seen": n.seen_flows,
+                    "lost_events": None,
+                }
+                for n in old.nodes
+            ],
+            columns=NODE_COLUMNS,
+        )
 
     def namespaces(self) -> list[str]:
         resp = self._unary("GetNamespaces", self._stubs.observer.GetNamespaces,
@@ -608,6 +645,8 @@ class RelayClient:
             explanation=resp.explanation,
             suggested_policy=resp.suggested_policy,
             last_observed=resp.last_observed if resp.HasField("last_observed") else None,
+            # relays before ExplainResponse.forwarded: allowed, or denied in audit mode
+            forwarded=resp.forwarded or resp.allowed or resp.audit,
         )
 
 
@@ -644,7 +683,10 @@ def service_map_from_proto(resp: query_pb2.ServiceMapResponse) -> ServiceMap:
 
 def _policy_ref(ref: query_pb2.PolicyRef) -> str:
     name = f"{ref.namespace}/{ref.name}" if ref.namespace else ref.name
-    return f"{name} ({ref.rule})" if ref.rule else name
+    details = [ref.rule] if ref.rule else []
+    details += [f"peer: {ref.peer}"] if ref.peer else []
+    details += [f"port: {ref.port}"] if ref.port else []
+    return f"{name} ({'; '.join(details)})" if details else name
 
 
 def _direction(d: query_pb2.DirectionVerdict) -> DirectionAnswer:
@@ -653,6 +695,9 @@ def _direction(d: query_pb2.DirectionVerdict) -> DirectionAnswer:
         allowed=d.allowed,
         selected_by=tuple(_policy_ref(r) for r in d.selected_by),
         allowed_by=tuple(_policy_ref(r) for r in d.allowed_by),
+        reason=d.reason,
+        pod=d.pod,
+        audit=d.audit,
     )
 
 

@@ -113,6 +113,7 @@ class Dataset:
     times: list[float] = field(default_factory=list)  # seconds, parallel to flows
     meta: list[dict[str, Any]] = field(default_factory=list)  # parallel to flows
     unavailable_nodes: list[str] = field(default_factory=list)
+    lost_events: dict[str, int] = field(default_factory=dict)
 
 
 def _identity(labels: Iterable[tuple[str, str]], ns: str) -> int:
@@ -465,42 +466,60 @@ spec:
 
 
 def explain(ds: Dataset, req: query_pb2.ExplainRequest) -> query_pb2.ExplainResponse:
+    """The fake's policy model: y/allow-from-y selects y/b for ingress and allows
+    only namespace y on 80/TCP; z/audit-ingress selects z/a for ingress in audit
+    mode and allows nothing; nothing else is isolated. Answers in the relay's shape
+    (plain words one statement per line, reasons, forwarded)."""
     pods = {p.key: p for p in ds.pods}
     for field_name in ("source", "destination"):
         if getattr(req, field_name) not in pods:
             raise ValueError(f"{field_name}: unknown pod {getattr(req, field_name)!r}")
-    if not 0 < req.port < 65536:
-        raise ValueError("port: must be 1-65535")
     proto = (req.protocol or "TCP").upper()
-    if proto not in ("TCP", "UDP", "SCTP"):
-        raise ValueError(f"protocol: {req.protocol!r} is not TCP, UDP or SCTP")
+    if proto not in ("TCP", "UDP", "SCTP", "ICMP"):
+        raise ValueError(f"protocol: {req.protocol!r} is not TCP, UDP, SCTP or ICMP")
+    if proto == "ICMP" and req.port:
+        raise ValueError("port: ICMP has no port")
+    if proto != "ICMP" and not 0 < req.port < 65536:
+        raise ValueError(f"port: {req.port} is not in 1-65535")
     src, dst = pods[req.source], pods[req.destination]
-    resp = query_pb2.ExplainResponse()
-    resp.egress.enforced = False
-    resp.egress.allowed = True
-    ingress_allowed = True
-    if dst.key == "y/b":
-        ref = query_pb2.PolicyRef(namespace="y", name="allow-from-y")
-        resp.ingress.enforced = True
-        resp.ingress.selected_by.append(ref)
-        ingress_allowed = src.namespace == "y" and req.port == 80 and proto == "TCP"
-        if ingress_allowed:
-            resp.ingress.allowed_by.append(query_pb2.PolicyRef(
-                namespace="y", name="allow-from-y", rule="spec.ingress[0]"))
-    resp.ingress.allowed = ingress_allowed
-    resp.allowed = ingress_allowed
-    if ingress_allowed and not resp.ingress.enforced:
-        resp.explanation = (f"No NetworkPolicy selects {src.key} for egress or {dst.key} for "
-                            f"ingress, so {proto} traffic to port {req.port} is allowed.")
-    elif ingress_allowed:
-        resp.explanation = (f"{dst.key} is selected by y/allow-from-y for ingress, and its rule "
-                            f"spec.ingress[0] allows {src.key} on {req.port}/{proto}.")
+    what = f"{proto}/{req.port}" if req.port else proto
+    resp = query_pb2.ExplainResponse(revision=7)
+    resp.egress.CopyFrom(query_pb2.DirectionVerdict(enforced=False, allowed=True,
+                                                    reason="not-isolated", pod=src.key))
+    ing = resp.ingress
+    ing.pod = dst.key
+    lines = [f"Egress from {src.key}: allowed; no NetworkPolicy selects {src.key} for "
+             f"egress, so it may send to anyone."]
+    if dst.key in ("y/b", "z/a"):
+        policy = ("y", "allow-from-y") if dst.key == "y/b" else ("z", "audit-ingress")
+        ing.enforced = True
+        ing.selected_by.add(namespace=policy[0], name=policy[1])
+        ing.audit = dst.key == "z/a"
+        ok = dst.key == "y/b" and src.namespace == "y" and req.port == 80 and proto == "TCP"
+        ing.allowed = ok
+        if ok:
+            ing.reason = "allowed"
+            ing.allowed_by.add(namespace="y", name="allow-from-y", rule="spec.ingress[0]",
+                               peer="pods in namespaces with ns=y", port="TCP/80")
+            lines.append(f"Ingress to {dst.key}: allowed by y/allow-from-y spec.ingress[0] "
+                         f"(from pods in namespaces with ns=y, on TCP/80).")
+        else:
+            ing.reason = "default-deny"
+            lines.append(f"Ingress to {dst.key}: DENIED by default deny; {dst.key} is "
+                         f"selected for ingress by {policy[0]}/{policy[1]}, and no rule of "
+                         f"these policies allows {src.key} on {what}.")
     else:
-        resp.explanation = (
-            f"{dst.key} is selected for ingress by NetworkPolicy y/allow-from-y, which makes "
-            f"ingress to it default-deny; none of its rules allows traffic from {src.key} "
-            f"(namespace {src.namespace}) on {req.port}/{proto}, so the packets are dropped "
-            f"with POLICY_DENIED. Egress from {src.key} is not restricted.")
+        ing.allowed = True
+        ing.reason = "not-isolated"
+        lines.append(f"Ingress to {dst.key}: allowed; no NetworkPolicy selects {dst.key} "
+                     f"for ingress.")
+    resp.allowed = ing.allowed
+    resp.audit = not ing.allowed and ing.audit
+    resp.forwarded = resp.allowed or resp.audit
+    verdict = "ALLOWED" if resp.allowed else "DENIED (audit: forwarded)" if resp.audit else \
+        "DENIED"
+    resp.explanation = "\n".join([f"{src.key} -> {dst.key} {what}: {verdict}", *lines])
+    if not resp.allowed:
         resp.suggested_policy = POLICY_Y.format(
             sns=src.namespace, spod=src.name, dns=dst.namespace, dpod=dst.name,
             proto=proto.lower(), PROTO=proto, port=req.port)
@@ -886,6 +905,22 @@ class _Query(query_pb2_grpc.QueryServicer):
                 for proto in ("tcp", "udp", "sctp"):
                     ep.ports.add(name=f"serve-{port}-{proto}", port=port,
                                  protocol=proto.upper())
+        return resp
+
+    async def Nodes(self, request: Any, context: Any) -> Any:
+        await self.r.guard("Nodes", request, context)
+        ds = self.r.data
+        resp = query_pb2.NodesResponse(flows_rate=len(ds.flows) / HOUR)
+        for name, address in ds.nodes:
+            mine = [t for t, f in zip(ds.times, ds.flows, strict=True) if f.node_name == name]
+            node = resp.nodes.add(
+                name=name, collector_id=name, address=address, version="sensilla 0.1.0",
+                state=(relay_pb2.NODE_UNAVAILABLE if name in ds.unavailable_nodes
+                       else relay_pb2.NODE_CONNECTED),
+                boot_id=1, flows_stored=len(mine), flows_seen=len(mine),
+                lost_events=ds.lost_events.get(name, 0), in_source=True)
+            if mine:
+                node.last_seen.CopyFrom(_ts(mine[-1]))
         return resp
 
     async def Explain(self, request: Any, context: Any) -> Any:

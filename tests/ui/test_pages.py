@@ -105,6 +105,8 @@ def test_sui_overview_shows_status_rates_reasons_and_nodes(relay: FakeRelay) -> 
     nodes = frame(at, "overview_nodes")
     assert sorted(nodes["name"]) == ["worker", "worker2"]
     assert set(nodes["state"]) == {"connected"}
+    assert nodes["last_seen"].notna().all()  # from Query.Nodes
+    assert list(nodes["lost_events"]) == [0, 0]
     # the relay did the aggregation: one FlowRates and one DropSummary call
     assert len(relay.requests("FlowRates")) == 1
     (drops_req,) = relay.requests("DropSummary")
@@ -131,6 +133,29 @@ def test_sui_overview_unavailable_node_is_flagged(relay: FakeRelay) -> None:
     assert {m.label: m.value for m in at.metric}["Nodes unavailable"] == "1"
     assert "Not connected: worker2 (unavailable)" in texts(at)
     assert "1 node(s) unavailable: worker2" in texts(at)
+
+
+def test_sui_overview_nodes_fall_back_to_hubble_get_nodes(relay: FakeRelay) -> None:
+    relay.fail("Nodes", grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+    relay.data.lost_events["worker"] = 12
+    try:
+        at = run_page("overview")
+    finally:
+        relay.data.lost_events.clear()
+    nodes = frame(at, "overview_nodes")
+    assert sorted(nodes["name"]) == ["worker", "worker2"]
+    assert nodes["last_seen"].isna().all()
+    assert relay.requests("GetNodes")
+    assert not at.main.error
+
+
+def test_sui_overview_lost_events_are_flagged(relay: FakeRelay) -> None:
+    relay.data.lost_events["worker2"] = 1234
+    try:
+        at = run_page("overview")
+    finally:
+        relay.data.lost_events.clear()
+    assert "Events lost (perf ring or queue overflow): worker2 (1,234)" in texts(at)
 
 
 def test_sui_overview_one_failing_section_does_not_hide_the_others(relay: FakeRelay) -> None:
@@ -411,8 +436,12 @@ def test_sui_troubleshoot_explains_a_denied_pair_with_a_snippet(relay: FakeRelay
     (err,) = at.main.error
     assert "Denied" in err.value
     text = texts(at)
-    assert "selected for ingress by NetworkPolicy y/allow-from-y" in text
-    assert "no rule allows this traffic → denied by default deny" in text
+    assert "x/a -> y/b TCP/80: DENIED  \nEgress from x/a: allowed" in text  # line breaks kept
+    assert "Ingress to y/b: DENIED by default deny; y/b is selected for ingress by "\
+        "y/allow-from-y" in text
+    assert "**Ingress** at `y/b`: selected by `y/allow-from-y`, and no rule allows this "\
+        "traffic → denied by default deny." in text
+    assert "**Egress** at `x/a`: no policy selects it for egress" in text
     assert "Last observed for this pair and port: **DROPPED** (POLICY_DENIED)" in text
     (code,) = [c.value for c in at.code]
     assert code.startswith("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy")
@@ -434,9 +463,36 @@ def test_sui_troubleshoot_allowed_pair_has_no_snippet(relay: FakeRelay) -> None:
     at.run()
     assert not at.exception
     assert any("Allowed" in s.value for s in at.success)
-    assert "No NetworkPolicy selects x/b for egress or y/a for ingress" in texts(at)
+    assert "Ingress to y/a: allowed; no NetworkPolicy selects y/a for ingress." in texts(at)
     assert not at.code
     assert len(frame(at, "ts_flows")) > 0
+
+
+def test_sui_troubleshoot_allowed_by_a_rule_names_it(relay: FakeRelay) -> None:
+    at = run_page("troubleshoot", state={"ts_source": "y/c", "ts_destination": "y/b"})
+    assert any("Allowed" in s.value for s in at.success)
+    assert ("**Ingress** at `y/b`: selected by `y/allow-from-y`; allowed by `y/allow-from-y "
+            "(spec.ingress[0]; peer: pods in namespaces with ns=y; port: TCP/80)`.") in texts(at)
+
+
+def test_sui_troubleshoot_audit_mode_is_a_warning(relay: FakeRelay) -> None:
+    at = run_page("troubleshoot", state={"ts_source": "x/a", "ts_destination": "z/a"})
+    (warn,) = at.main.warning
+    assert "denying side is in audit mode, so the packets pass" in warn.value
+    assert "(audit mode: denials are logged, not enforced)" in texts(at)
+    assert not at.main.error
+
+
+def test_sui_troubleshoot_icmp_has_no_port(relay: FakeRelay) -> None:
+    at = run_page("troubleshoot", state={"ts_source": "x/a", "ts_destination": "y/b",
+                                         "ts_protocol": "ICMP"})
+    assert at.number_input(key="ts_port").disabled
+    (req,) = relay.requests("Explain")
+    assert (req.port, req.protocol) == (0, "ICMP")
+    assert "over **ICMP**" in at.main.error[0].value
+    (search,) = relay.requests("SearchFlows")
+    assert list(search.whitelist[0].protocol) == ["icmpv4", "icmpv6"]
+    assert not search.whitelist[0].destination_port
 
 
 def test_sui_troubleshoot_relay_rejects_a_pair(relay: FakeRelay) -> None:

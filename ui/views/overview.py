@@ -80,6 +80,11 @@ else:
         if not bad.empty:
             st.warning("Not connected: " + ", ".join(
                 f"{r.name} ({r.state})" for r in bad.itertuples()), icon=":material/warning:")
+        lossy = nodes[nodes["lost_events"].fillna(0) > 0]
+        if not lossy.empty:
+            st.warning("Events lost (perf ring or queue overflow): " + ", ".join(
+                f"{r.name} ({int(r.lost_events):,})" for r in lossy.itertuples()),
+                icon=":material/warning:")
         st.dataframe(
             nodes,
             hide_index=True,
@@ -88,10 +93,11 @@ else:
                 "state": "State",
                 "address": "Address",
                 "version": "Version",
-                "tls": st.column_config.CheckboxColumn("TLS"),
-                "uptime_s": st.column_config.NumberColumn("Uptime (s)", format="%d"),
+                "last_seen": st.column_config.DatetimeColumn("Last seen (UTC)",
+                                                             format="YYYY-MM-DD HH:mm:ss"),
                 "flows_stored": st.column_config.NumberColumn("Flows stored", format="%d"),
                 "flows_seen": st.column_config.NumberColumn("Flows seen", format="%d"),
+                "lost_events": st.column_config.NumberColumn("Lost events", format="%d"),
             },
             key="overview_nodes",
         )

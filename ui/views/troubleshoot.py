@@ -10,7 +10,7 @@ from sensilla.protos import flow_pb2
 from ui import data
 from ui.components import banner, flowfmt, flowtable, window
 
-PROTOCOLS = ["TCP", "UDP", "SCTP"]
+PROTOCOLS = ["TCP", "UDP", "SCTP", "ICMP"]
 
 st.header("Troubleshoot")
 st.caption("Why can (or can't) one pod reach another?")
@@ -48,14 +48,16 @@ source = cols[0].selectbox("Source pod", keys, index=None, key="ts_source",
                            placeholder="namespace/pod")
 destination = cols[1].selectbox("Destination pod", keys, index=None, key="ts_destination",
                                 placeholder="namespace/pod")
-port = cols[2].number_input("Port", min_value=1, max_value=65535, step=1, key="ts_port")
 protocol = cols[3].selectbox("Protocol", PROTOCOLS, key="ts_protocol")
+icmp = protocol == "ICMP"
+port = cols[2].number_input("Port", min_value=1, max_value=65535, step=1, key="ts_port",
+                            disabled=icmp, help="ICMP has no port" if icmp else None)
 
 if not source or not destination:
     st.info("Choose a source and a destination pod.", icon=":material/touch_app:")
     st.stop()
 
-port = int(port)
+port = 0 if icmp else int(port)
 st.query_params.update({"from": source, "to": destination, "port": str(port),
                         "protocol": protocol})
 
@@ -65,30 +67,43 @@ except data.RelayError as err:
     banner.relay_error(err)
     st.stop()
 
-what = f"**{source}** → **{destination}** on **{port}/{protocol}**"
-if answer.allowed and not answer.audit:
+on = f"on **{port}/{protocol}**" if port else f"over **{protocol}**"
+what = f"**{source}** → **{destination}** {on}"
+if answer.allowed:
     st.success(f"Allowed: {what}", icon=":material/check_circle:")
-elif answer.audit:
-    st.warning(f"Would be denied, but the denying side is in audit mode (traffic passes): "
-               f"{what}", icon=":material/visibility:")
+elif answer.forwarded:
+    st.warning(f"Denied by policy, but the denying side is in audit mode, so the packets "
+               f"pass: {what}", icon=":material/visibility:")
 else:
     st.error(f"Denied: {what}", icon=":material/block:")
 
 st.subheader("Why")
 if answer.explanation:
-    st.markdown(answer.explanation)
+    # the relay's plain words, one statement per line
+    st.markdown("  \n".join(line.strip() for line in answer.explanation.splitlines()
+                            if line.strip()))
+
+REASONS = {
+    "not-a-pod": "is not a pod of the cluster, so no NetworkPolicy applies on this side",
+    "own-node": "is the pod's own node: traffic between a pod and its node is always "
+                "allowed",
+}
 
 
 def side(title: str, pod: str, d: data.DirectionAnswer, direction: str) -> str:
-    if not d.enforced:
-        return (f"- **{title}** at `{pod}`: no policy selects it for {direction}, so "
-                f"{direction} is not restricted → allowed.")
+    where = f"- **{title}** at `{d.pod or pod}`"
+    audit = " (audit mode: denials are logged, not enforced)" if d.audit else ""
+    if d.reason in REASONS:
+        return f"{where}: {REASONS[d.reason]}{audit}."
+    if d.reason == "not-isolated" or (not d.reason and not d.enforced):
+        return (f"{where}: no policy selects it for {direction}, so {direction} is not "
+                f"restricted → allowed.")
     sel = ", ".join(f"`{p}`" for p in d.selected_by) or "a policy"
     if d.allowed:
         by = ", ".join(f"`{p}`" for p in d.allowed_by) or "a rule"
-        return f"- **{title}** at `{pod}`: selected by {sel}; allowed by {by}."
-    return (f"- **{title}** at `{pod}`: selected by {sel}, and no rule allows this traffic "
-            f"→ denied by default deny.")
+        return f"{where}: selected by {sel}; allowed by {by}{audit}."
+    return (f"{where}: selected by {sel}, and no rule allows this traffic → denied by "
+            f"default deny{audit}.")
 
 
 st.markdown(side("Egress", source, answer.egress, "egress") + "\n"
@@ -103,7 +118,7 @@ if last is not None:
     if row["drop_reason"]:
         text += f" ({row['drop_reason']})"
     text += f" at {when} on {row['node'] or 'unknown node'}."
-    model_says = "FORWARDED" if answer.allowed or answer.audit else "DROPPED"
+    model_says = "FORWARDED" if answer.forwarded else "DROPPED"
     if observed in ("FORWARDED", "DROPPED") and observed != model_says:
         st.warning(text + " This differs from the policy model's answer: the policies may "
                    "have changed since.", icon=":material/warning:")
@@ -117,18 +132,24 @@ if answer.suggested_policy:
     st.code(answer.suggested_policy, language="yaml")
     st.download_button("Download YAML", answer.suggested_policy,
                        file_name=f"allow-{source.replace('/', '-')}-to-"
-                       f"{destination.replace('/', '-')}-{protocol.lower()}-{port}.yaml",
+                       f"{destination.replace('/', '-')}-{protocol.lower()}"
+                       f"{'-' + str(port) if port else ''}.yaml",
                        mime="application/yaml", on_click="ignore", key="ts_yaml",
                        icon=":material/download:")
     st.caption("Review it, then apply with `sensilla policy apply -f FILE`.")
 
 st.subheader("Recent flows between them")
 span = window.current()
-proto = protocol.lower()
-forward = flow_pb2.FlowFilter(source_pod=[source], destination_pod=[destination],
-                              destination_port=[str(port)], protocol=[proto])
-replies = flow_pb2.FlowFilter(source_pod=[destination], destination_pod=[source],
-                              source_port=[str(port)], protocol=[proto])
+forward = flow_pb2.FlowFilter(source_pod=[source], destination_pod=[destination])
+replies = flow_pb2.FlowFilter(source_pod=[destination], destination_pod=[source])
+if icmp:
+    for f in (forward, replies):
+        f.protocol.extend(["icmpv4", "icmpv6"])
+else:
+    forward.destination_port.append(str(port))
+    replies.source_port.append(str(port))
+    for f in (forward, replies):
+        f.protocol.append(protocol.lower())
 try:
     page = data.search_flows(span, whitelist=[forward, replies], page_size=200)
 except data.RelayError as err:
@@ -140,7 +161,8 @@ flows = [f for f in page.flows
          if {flowfmt.endpoint_name(f.source, ""), flowfmt.endpoint_name(f.destination, "")}
          == pair or (source == destination)]
 if not flows:
-    banner.no_data(f"no flow between them on {port}/{protocol} in the {window.describe()}.")
+    banner.no_data(f"no flow between them {on.replace('**', '')} in the "
+                   f"{window.describe()}.")
 else:
     table = flowtable.frame(flows)
     counts = table["verdict"].value_counts()
