@@ -55,7 +55,7 @@ class Shipper:
         observer_address: str = "",
         max_in_flight: int = 8,
         backoff_initial_s: float = 0.2,
-        backoff_max_s: float = 5.0,
+        backoff_max_s: float = 2.0,
         hello_timeout_s: float = 5.0,
         channel_factory: Callable[[str], grpc.aio.Channel] | None = None,
     ) -> None:

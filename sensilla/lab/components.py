@@ -40,6 +40,7 @@ def relay_argv(lab: Lab, layout: LabLayout, extra: list[str]) -> list[str]:
     argv = ["relay", "--store", f"chdb://{lab.dir / 'relay-data'}"]
     for addr in listen:
         argv += ["--listen", addr]
+    argv += ["--source", f"lab:{lab.state.path}"]
     argv += ["--ready-file", str(lab.dir / "relay.ready"), *extra]
     return _cli(*argv)
 
@@ -76,39 +77,31 @@ def _wait_file(path: Any, timeout: float, proc: processes.ProcessInfo) -> dict[s
             if not processes.alive(proc.pid):
                 break
             time.sleep(0.05)
-    try:
-        with open(proc.log) as f:
-            tail = "".join(f.readlines()[-15:])
-    except OSError:
-        tail = ""
-    raise RuntimeError(f"{proc.name} did not become ready ({proc.log}):\n{tail}")
+    raise RuntimeError(
+        f"{proc.name} did not become ready ({proc.log}):\n{processes._tail(proc.log)}"
+    )
 
 
 def start(lab: Lab, layout: LabLayout, options: Options, say: Callable[[str], None]) -> None:
-    relay: dict[str, Any] = {}
+    """Start the relay and the collectors side by side (collectors retry until the
+    relay listens), then wait for all of them to be ready."""
+    relay_proc = None
     if options.relay:
         say("starting the relay (chDB)")
-        info = processes.start(lab.dir, "relay", relay_argv(lab, layout, options.relay_args))
-        ready = _wait_file(lab.dir / "relay.ready", 60, info)
-        relay = {
-            "address": layout.relay_loopback,
-            "addresses": ready.get("addresses", []),
-            "management": [f"{n.mgmt_root_v4}:{RELAY_PORT}" for n in layout.nodes],
-            "metrics": ready.get("metrics"),
-            "store": f"chdb://{lab.dir / 'relay-data'}",
-        }
-        lab.update_description(relay=relay)
+        relay_proc = processes.start(lab.dir, "relay", relay_argv(lab, layout, options.relay_args))
+    collectors = []
+    starting = []
     if options.collectors:
-        collectors = []
+        say("starting the collectors: " + ", ".join(n.name for n in layout.nodes))
         for node in layout.nodes:
-            say(f"starting the collector of {node.name}")
-            processes.start(
-                lab.dir,
-                f"collector-{node.name}",
-                collector_argv(lab, node, bool(relay), options.collector_args),
-                netns=node.netns,
-                ready_line=True,
-                ready_timeout=60,
+            starting.append(
+                processes.launch(
+                    lab.dir,
+                    f"collector-{node.name}",
+                    collector_argv(lab, node, options.relay, options.collector_args),
+                    netns=node.netns,
+                    ready_timeout=90,
+                )
             )
             collectors.append(
                 {
@@ -118,4 +111,18 @@ def start(lab: Lab, layout: LabLayout, options: Options, say: Callable[[str], No
                     "metrics": f"{node.mgmt_node_v4}:{METRICS_PORT}",
                 }
             )
+    if relay_proc is not None:
+        ready = _wait_file(lab.dir / "relay.ready", 60, relay_proc)
+        lab.update_description(
+            relay={
+                "address": layout.relay_loopback,
+                "addresses": ready.get("addresses", []),
+                "management": [f"{n.mgmt_root_v4}:{RELAY_PORT}" for n in layout.nodes],
+                "metrics": ready.get("metrics"),
+                "store": f"chdb://{lab.dir / 'relay-data'}",
+            }
+        )
+    for s in starting:
+        s.wait()
+    if collectors:
         lab.update_description(collectors=collectors)

@@ -32,6 +32,59 @@ def _pid_file(lab_dir: Path, name: str) -> Path:
     return lab_dir / "pids" / f"{name}.json"
 
 
+@dataclass
+class Starting:
+    """A process started with a ready line that is not yet confirmed ready."""
+
+    info: ProcessInfo
+    proc: subprocess.Popen[bytes]
+    lab_dir: Path
+    timeout: float
+    started: float
+
+    def wait(self) -> ProcessInfo:
+        """Wait for the process's "ready" line; on failure stop it and raise with
+        the end of its log."""
+        import selectors
+
+        assert self.proc.stdout is not None
+        name, log_path = self.info.name, self.info.log
+        remaining = max(0.0, self.timeout - (time.monotonic() - self.started))
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        ready = bool(sel.select(timeout=remaining))
+        sel.close()
+        line = self.proc.stdout.readline().decode().strip() if ready else ""
+        self.proc.stdout.close()
+        if line != "ready":
+            stop_one(self.lab_dir, name)
+            why = "did not become ready" if not ready else f"failed to start: {line or 'exited'}"
+            raise RuntimeError(f"{name} {why} (see {log_path}):\n{_tail(log_path)}")
+        return self.info
+
+
+def _tail(path: str, lines: int = 15) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def launch(
+    lab_dir: Path,
+    name: str,
+    argv: list[str],
+    netns: str | None = None,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 30.0,
+) -> Starting:
+    """Start a process that prints "ready" on stdout when it is; returns at once
+    (call .wait() to confirm), so several processes can start side by side."""
+    info, proc = _spawn(lab_dir, name, argv, netns, env, ready_line=True)
+    return Starting(info, proc, lab_dir, ready_timeout, time.monotonic())
+
+
 def start(
     lab_dir: Path,
     name: str,
@@ -44,6 +97,20 @@ def start(
     """Start `argv` in its own session (inside `netns` via nsenter, which keeps
     /sys and so the bpffs pins visible). With ready_line, wait until the process
     prints a first line on stdout ("ready")."""
+    if ready_line:
+        return launch(lab_dir, name, argv, netns, env, ready_timeout).wait()
+    info, _ = _spawn(lab_dir, name, argv, netns, env, ready_line=False)
+    return info
+
+
+def _spawn(
+    lab_dir: Path,
+    name: str,
+    argv: list[str],
+    netns: str | None,
+    env: dict[str, str] | None,
+    ready_line: bool,
+) -> tuple[ProcessInfo, subprocess.Popen[bytes]]:
     (lab_dir / "pids").mkdir(parents=True, exist_ok=True)
     (lab_dir / "logs").mkdir(parents=True, exist_ok=True)
     log_path = lab_dir / "logs" / f"{name}.log"
@@ -64,21 +131,7 @@ def start(
         )
     info = ProcessInfo(name, proc.pid, full, netns, str(log_path), time.time())
     _pid_file(lab_dir, name).write_text(json.dumps(info.to_dict()))
-    if ready_line:
-        assert proc.stdout is not None
-        import selectors
-
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        if not sel.select(timeout=ready_timeout):
-            stop_one(lab_dir, name)
-            raise RuntimeError(f"{name} did not become ready in {ready_timeout:.0f} s ({log_path})")
-        line = proc.stdout.readline().decode().strip()
-        proc.stdout.close()
-        if line != "ready":
-            stop_one(lab_dir, name)
-            raise RuntimeError(f"{name} failed to start: {line or 'exited'} (see {log_path})")
-    return info
+    return info, proc
 
 
 def list_processes(lab_dir: Path) -> list[ProcessInfo]:
