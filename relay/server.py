@@ -48,7 +48,7 @@ class RelayConfig:
     listen: list[str] = field(default_factory=lambda: [DEFAULT_LISTEN])
     metrics_address: str | None = None  # host:port for /metrics, None = off
     retention: Retention = field(default_factory=Retention)
-    max_round_flows: int = 50_000
+    max_round_flows: int = 20_000
     max_round_delay: float = 0.25
     max_pending_flows: int = 200_000
     max_in_flight: int = 8
@@ -58,6 +58,7 @@ class RelayConfig:
     max_message_bytes: int = 64 << 20
     source: str | None = None  # lab:DIR | kubernetes[:KUBECONFIG], for Explain and nodes
     limits: Limits = field(default_factory=Limits)  # of the read APIs
+    exporters: Any = None  # relay.siem.config.ExportersConfig (--exporter-config), docs/siem.md
 
 
 ServiceHook = Callable[["RelayServer"], None]
@@ -84,6 +85,10 @@ class RelayServer:
         from relay.observer.wiring import install
 
         self._hooks: list[ServiceHook] = [install]
+        if config.exporters is not None:
+            from relay.siem.exporter import start_hook
+
+            self._hooks.append(start_hook(config.exporters))
         self.stop_hooks: list[Callable[[], Awaitable[None]]] = []
         self.api: Any = None  # relay.observer.state.RelayApi once started
         self._metrics_server: Any = None

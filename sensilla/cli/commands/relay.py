@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--max-batch-flows",
         type=int,
-        default=50_000,
+        default=20_000,
         help="flows per store write at most (default: %(default)s)",
     )
     p.add_argument(
@@ -58,6 +58,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="seconds a store write may take before collectors are told to back off",
     )
     p.add_argument("--ready-file", help="write the bound addresses as JSON here once serving")
+    p.add_argument(
+        "--exporter-config",
+        metavar="FILE",
+        help="run the exporters of this YAML/JSON file (files, syslog, stdout; docs/siem.md)",
+    )
     api = p.add_argument_group("read APIs (Observer, query)")
     api.add_argument(
         "--source",
@@ -122,6 +127,14 @@ def _relay(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(f"--max-*/--follower-queue: {exc}") from None
+    exporters = None
+    if args.exporter_config:
+        from relay.siem.config import ConfigError, load_config
+
+        try:
+            exporters = load_config(args.exporter_config)
+        except ConfigError as exc:
+            raise UsageError(f"--exporter-config: {exc}") from None
     config = RelayConfig(
         store_url=args.store,
         listen=listen,
@@ -132,6 +145,7 @@ def _relay(args: argparse.Namespace) -> int:
         max_pending_flows=args.max_pending_flows,
         slow_after_s=args.store_slow_after,
         ready_file=args.ready_file,
+        exporters=exporters,
         source=args.source,
         limits=limits,
     )
