@@ -92,16 +92,16 @@ def test_demo_shows_every_verdict_and_cleans_up() -> None:
         while time.monotonic() - started < 60:
             time.sleep(5)
             verdicts, drop_namespaces = set(), set()
-            for c in status["collectors"]:
-                for f in _observe(c["address"], "--last", "4095"):
-                    verdicts.add(f["verdict"])
-                    ext = f.get("extensions", {})
-                    if f["verdict"] == "DROPPED" and ext.get("drop_detail") == "default-deny":
-                        drop_namespaces.add(
-                            f["destination"].get("namespace")
-                            if f["traffic_direction"] == "INGRESS"
-                            else f["source"].get("namespace")
-                        )
+            # through the relay: every node's flows, from the store
+            for f in _observe(status["relay"]["address"], "--since", "2m", "--all"):
+                verdicts.add(f["verdict"])
+                ext = f.get("extensions", {})
+                if f["verdict"] == "DROPPED" and ext.get("drop_detail") == "default-deny":
+                    drop_namespaces.add(
+                        f["destination"].get("namespace")
+                        if f["traffic_direction"] == "INGRESS"
+                        else f["source"].get("namespace")
+                    )
             if {"FORWARDED", "DROPPED", "AUDIT"} <= verdicts and len(drop_namespaces) >= 2:
                 break
         elapsed = time.monotonic() - started
