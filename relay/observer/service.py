@@ -41,6 +41,7 @@ from relay.observer.limits import (
     invalid,
 )
 from relay.observer.state import RelayApi
+from relay.siem.serve import resumed_flows, wants_resume
 from relay.store import flowquery as fq
 from sensilla.filters import CompiledFilter, FilterError, compile_request_filters
 from sensilla.protos import flow_pb2, observer_pb2, observer_pb2_grpc, relay_pb2
@@ -153,6 +154,10 @@ class RelayObserver(observer_pb2_grpc.ObserverServicer):
         self, request: observer_pb2.GetFlowsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Response]:
         api = self.api
+        if wants_resume(request):  # a sensilla.flow.v1.ResumeRequest: relay.siem.serve
+            async for resumed in resumed_flows(request, api, context):
+                yield resumed
+            return
         try:
             plan = GetFlowsPlan(request, api)
             sub = self._subscribe(context) if plan.follow else None

@@ -79,16 +79,16 @@ class Sink:
 
 
 def backup_name(path: Path, when: float) -> Path:
-    """Lumberjack's (Hubble's exporter) backup name: NAME-2006-01-02T15-04-05.000.EXT."""
-    stamp = datetime.fromtimestamp(when, UTC)
-    text = stamp.strftime("%Y-%m-%dT%H-%M-%S") + f".{stamp.microsecond // 1000:03d}"
-    stem, ext = path.stem, path.suffix
-    candidate = path.with_name(f"{stem}-{text}{ext}")
-    n = 1
-    while candidate.exists():
-        candidate = path.with_name(f"{stem}-{text}-{n}{ext}")
-        n += 1
-    return candidate
+    """Lumberjack's (Hubble's exporter) backup name: NAME-2006-01-02T15-04-05.000.EXT;
+    on a clash the time moves on by a millisecond, so names sort in rotation order."""
+    ms = int(when * 1000)
+    while True:
+        stamp = datetime.fromtimestamp(ms / 1000, UTC)
+        text = stamp.strftime("%Y-%m-%dT%H-%M-%S") + f".{ms % 1000:03d}"
+        candidate = path.with_name(f"{path.stem}-{text}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+        ms += 1
 
 
 class FileSink(Sink):
@@ -173,6 +173,7 @@ class FileSink(Sink):
         return dict(self.position)
 
     def _rotate(self) -> None:
+        self._save()  # commit what the full file holds before it is renamed away
         target = backup_name(self.path, time.time())
         os.rename(self.path, target)
         self._open()  # a new, empty file; its inode goes into the state before any write
@@ -180,7 +181,7 @@ class FileSink(Sink):
         self._save()
         if self.max_backups > 0:
             pattern = f"{self.path.stem}-*{self.path.suffix}"
-            backups = sorted(self.path.parent.glob(pattern), key=lambda p: p.stat().st_mtime)
+            backups = sorted(self.path.parent.glob(pattern))
             for old in backups[: max(0, len(backups) - self.max_backups)]:
                 with contextlib.suppress(FileNotFoundError):
                     old.unlink()
