@@ -59,6 +59,7 @@ class Proc:
         *,
         stdout: int | None = subprocess.DEVNULL,
         stderr: int | None = subprocess.DEVNULL,
+        stdin: int | None = subprocess.DEVNULL,
         env: dict[str, str] | None = None,
         cwd: str | Path | None = None,
     ) -> None:
@@ -67,7 +68,7 @@ class Proc:
             self.argv,
             stdout=stdout,
             stderr=stderr,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             start_new_session=True,
             env={**os.environ, **(env or {})},
             cwd=cwd,
@@ -91,9 +92,10 @@ class Proc:
             # the leader is gone; its group may not be
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
-        for f in (self.popen.stdout, self.popen.stderr):
+        for f in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
             if f is not None:
-                f.close()
+                with contextlib.suppress(OSError):
+                    f.close()
         return self.popen.returncode
 
 
@@ -148,7 +150,8 @@ _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEnaNIn
 
 
 def scrape(address: str, netns: str | None = None, timeout: float = 5.0) -> dict[str, float]:
-    """Sum of every sample per metric name (labels summed over) from /metrics."""
+    """Sum of every sample per metric name (labels summed over) from /metrics;
+    counters under their name without the `_total` suffix (`_created` dropped)."""
     url = f"http://{address}/metrics"
     if netns is None:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -169,8 +172,12 @@ def scrape(address: str, netns: str | None = None, timeout: float = 5.0) -> dict
             continue
         m = _SAMPLE.match(line)
         if m:
+            name = m.group(1)
+            if name.endswith("_created"):
+                continue
+            name = name.removesuffix("_total")
             with contextlib.suppress(ValueError):
-                out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(3))
+                out[name] = out.get(name, 0.0) + float(m.group(3))
     return out
 
 
