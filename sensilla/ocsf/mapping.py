@@ -213,7 +213,14 @@ def _security(
     ) + list(flow.ingress_denied_by)
     if v == flow_pb2.DROPPED:
         policy_drop = flow.drop_reason_desc in POLICY_DROP_REASONS or bool(denied) or bool(detail)
-        if denied:
+        if denied and detail == DEFAULT_DENY:
+            policy = _policy(
+                denied[0],
+                True,
+                "No NetworkPolicy allows this traffic of a pod this policy selects "
+                "(Kubernetes default deny)",
+            )
+        elif denied:
             policy = _policy(denied[0], True, "This policy denied the flow")
         elif policy_drop:
             policy = _default_deny(True)
@@ -230,7 +237,13 @@ def _security(
     if v == flow_pb2.AUDIT:
         # audit mode: a flow that policy would have dropped, let through and logged
         if denied:
-            policy = _policy(denied[0], False, "This policy would deny the flow (audit mode)")
+            policy = _policy(
+                denied[0],
+                False,
+                "Audit mode: this policy's default deny would drop the flow"
+                if detail == DEFAULT_DENY
+                else "Audit mode: this policy would deny the flow",
+            )
         else:
             policy = _default_deny(False)
         return 1, DISPOSITION_DETECTED, policy
