@@ -17,7 +17,7 @@ import pytest
 
 from relay.ingest.synthetic import SyntheticCollector
 from relay.siem.position import Positions, advance_with_flow, flow_position, pack_resume
-from sensilla.protos import observer_pb2, observer_pb2_grpc
+from sensilla.protos import extensions_pb2, observer_pb2, observer_pb2_grpc
 from tests.relay.relay_process import RelayProcess
 
 TOTAL = 100_000
@@ -52,6 +52,36 @@ async def _follow(address: str, cuts: list[int], total: int, deadline: float) ->
             call.cancel()  # the disconnect
             sessions.append(len(received) - started)
     return {"received": received, "sessions": sessions, "position": position}
+
+
+async def _bad_requests(address: str) -> list[tuple[grpc.StatusCode, bool]]:
+    out = []
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = observer_pb2_grpc.ObserverStub(channel)
+        bogus = observer_pb2.GetFlowsRequest()
+        bogus.extensions.Pack(observer_pb2.GetNodesRequest())
+        bad_boot = pack_resume({("n", 1): 5})
+        rr = extensions_pb2.ResumeRequest()
+        bad_boot.extensions.Unpack(rr)
+        rr.after.positions[0].boot_id = 0
+        bad_boot.extensions.Pack(rr)
+        for req, needle in ((bogus, "extensions"), (bad_boot, "positions[0].boot_id")):
+            try:
+                async for _ in stub.GetFlows(req):
+                    pass
+                out.append((grpc.StatusCode.OK, False))
+            except grpc.aio.AioRpcError as exc:
+                out.append((exc.code(), needle in (exc.details() or "")))
+    return out
+
+
+async def _count_after(address: str, position: Positions) -> int:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = observer_pb2_grpc.ObserverStub(channel)
+        n = 0
+        async for resp in stub.GetFlows(pack_resume(position)):
+            n += resp.HasField("flow")
+        return n
 
 
 @pytest.mark.timeout(900)
@@ -98,6 +128,12 @@ def test_ssi_follower_disconnects_three_times_union_is_everything() -> None:
         assert dups == 0
         assert set(received) == expected
         assert len(result["sessions"]) == 4 and all(n > 0 for n in result["sessions"][:3])
+        # bad requests are refused with the field named
+        errors = asyncio.run(_bad_requests(relay.address))
+        assert errors[0] == (grpc.StatusCode.INVALID_ARGUMENT, True), errors
+        assert errors[1] == (grpc.StatusCode.INVALID_ARGUMENT, True), errors
+        # a non-follow resume from the final position holds nothing more
+        assert asyncio.run(_count_after(relay.address, result["position"])) == 0
         # per boot the stream is in sequence order, across every reconnect
         last: dict[tuple[str, int], int] = {}
         for c, b, s in received:
