@@ -63,9 +63,7 @@ def exhausted(message: str) -> RequestError:
 def check_filters(limits: Limits, whitelist: Any, blacklist: Any) -> None:
     n = len(whitelist) + len(blacklist)
     if n > limits.max_filters:
-        raise invalid(
-            f"whitelist/blacklist: {n} filters; at most {limits.max_filters} per request"
-        )
+        raise invalid(f"whitelist/blacklist: {n} filters; at most {limits.max_filters} per request")
 
 
 def check_text(limits: Limits, field: str, value: str) -> str:

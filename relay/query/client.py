@@ -117,7 +117,11 @@ def _side(d: query_pb2.DirectionVerdict, direction: str) -> dict[str, Any]:
 
 
 def to_dict(
-    resp: query_pb2.ExplainResponse, src: str, dst: str, port: int | None, protocol: str,
+    resp: query_pb2.ExplainResponse,
+    src: str,
+    dst: str,
+    port: int | None,
+    protocol: str,
     address: str,
 ) -> dict[str, Any]:
     """The local explain JSON's fields, plus what the relay adds."""

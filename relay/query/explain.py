@@ -160,7 +160,12 @@ def _policy(
 
 
 def suggest(
-    state: ClusterState, v: Verdict, src: Any, dst: Any, port: int | None, protocol: str,
+    state: ClusterState,
+    v: Verdict,
+    src: Any,
+    dst: Any,
+    port: int | None,
+    protocol: str,
     family: int,
 ) -> str:
     """YAML of the policies that would allow the traffic ("" when it is allowed, or

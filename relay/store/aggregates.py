@@ -75,8 +75,12 @@ def endpoint_sql(side: str, *, rollup: bool) -> EndpointSQL:
     kind and identity, over a rollup (``rollup=True``) or raw flows."""
     if side not in ("src", "dst"):
         raise ValueError(f"side must be src or dst, not {side!r}")
-    ns, wl, kind, ident = (f"{side}_namespace", f"{side}_workload", f"{side}_workload_kind",
-                           f"{side}_identity")
+    ns, wl, kind, ident = (
+        f"{side}_namespace",
+        f"{side}_workload",
+        f"{side}_workload_kind",
+        f"{side}_identity",
+    )
     pod = f"{side}_unowned_pod" if rollup else f"{side}_pod"
     entity = _entity_sql(ident)
     name = f"if({wl} != '', {wl}, {pod})"

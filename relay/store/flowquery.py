@@ -137,9 +137,7 @@ def scan_keys(
         params.update(_key_params("ks_", start))
         params["ks_sec"] = tsec
     order = (
-        KEY_COLS
-        if not descending
-        else "time_ns DESC, collector_id DESC, boot_id DESC, seq DESC"
+        KEY_COLS if not descending else "time_ns DESC, collector_id DESC, boot_id DESC, seq DESC"
     )
     where = " AND ".join(conds) if conds else "1"
     rows = store.backend.query(

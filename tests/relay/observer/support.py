@@ -165,9 +165,13 @@ class HeldCollector:
                     self.responses.append(resp)
                     self._cond.notify_all()
 
-    def push(self, batch: ingest_pb2.Batch, timeout: float = 30) -> None:
-        """Send a batch and wait for its ack."""
+    def push(self, batch: ingest_pb2.Batch, timeout: float = 30, wait: bool = True) -> None:
+        """Send a batch (and wait for its ack)."""
         self._send(ingest_pb2.PushRequest(batch=batch))
+        if wait:
+            self.wait_acked(batch, timeout)
+
+    def wait_acked(self, batch: ingest_pb2.Batch, timeout: float = 30) -> None:
         with self._cond:
             ok = self._cond.wait_for(
                 lambda: any(
@@ -228,12 +232,23 @@ class Follower:
         with self._lock:
             return [r.flow for r in self.responses if r.HasField("flow")]
 
+    @property
+    def lost(self) -> int:
+        with self._lock:
+            return sum(
+                r.lost_events.num_events_lost for r in self.responses if r.HasField("lost_events")
+            )
+
     def wait_flows(self, n: int, timeout: float = 120) -> list[flow_pb2.Flow]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """The flows received once n flows (or losses) arrived, the stream failed, or
+        nothing arrived for ``timeout`` seconds."""
+        last, since = -1, time.monotonic()
+        while time.monotonic() - since < timeout:
             got = self.flows
-            if len(got) >= n or self.error is not None:
+            if len(got) + self.lost >= n or self.error is not None:
                 return got
+            if len(got) != last:
+                last, since = len(got), time.monotonic()
             time.sleep(0.05)
         return self.flows
 
@@ -241,3 +256,17 @@ class Follower:
         self.call.cancel()
         self._thread.join(10)
         self.channel.close()
+
+
+def make_state_dir(path: Path, lab: str = "srqfake") -> Any:
+    """A lab state directory with the default lab's objects (two nodes, x/y/z with
+    a, b, c), written without creating any namespace (no root needed)."""
+    from sensilla.lab.layout import build_layout
+    from sensilla.lab.runtime import k8s_objects
+    from sensilla.lab.spec import default_spec
+    from sensilla.lab.state import StateDir
+
+    spec = default_spec()
+    state = StateDir(path)
+    state.apply(k8s_objects(build_layout(spec, lab, 9), spec))
+    return state
