@@ -92,17 +92,29 @@ class RelayApi:
     def retention_since(self) -> int:
         return int(time.time()) - self.store.retention.flows_days * 86400
 
+    def _live_counts(self) -> dict[str, int]:
+        return {c: live.flows for c, live in self.broadcaster.collectors.items()}
+
     async def stored_flows(self) -> int:
+        """Flows stored within retention: the rollup's sum when last read (at most
+        CACHE_S ago) plus what was published since."""
         since = self.retention_since()
-        return await self._cached("total", lambda: agg.stored_flows_total(self.store, since))
+
+        def load() -> tuple[int, int]:
+            published = self.broadcaster.published_flows
+            return agg.stored_flows_total(self.store, since), published
+
+        total, published = await self._cached("total", load)
+        return total + max(0, self.broadcaster.published_flows - published)
 
     async def nodes(self) -> list[NodeInfo]:
         since = self.retention_since()
 
-        def load() -> tuple[list[dict[str, Any]], dict[str, tuple[int, int]]]:
-            return self.store.collectors(), agg.collector_flow_stats(self.store, since)
+        def load() -> tuple[list[dict[str, Any]], dict[str, tuple[int, int]], dict[str, int]]:
+            live = self._live_counts()
+            return self.store.collectors(), agg.collector_flow_stats(self.store, since), live
 
-        hellos, stats = await self._cached("nodes", load)
+        hellos, stats, live_then = await self._cached("nodes", load)
         source_nodes: list[str] = []
         if self.source is not None:
             source_nodes = await self.source.node_names()
@@ -138,6 +150,7 @@ class RelayApi:
             n.last_seen_ns = max(n.last_seen_ns, last_bucket * 10**9)
             live = self.broadcaster.collectors.get(cid)
             if live is not None:
+                n.flows_stored += max(0, live.flows - live_then.get(cid, 0))
                 n.flows_seen = live.flows
                 n.lost_events = live.lost_events
                 n.last_seen_ns = max(n.last_seen_ns, live.last_flow_ns)

@@ -9,7 +9,13 @@ import json
 import time
 from typing import Any
 
-from sensilla.cli.commands.status import add_server_args, channel, format_age, rpc_failed
+from sensilla.cli.commands.status import (
+    Unreachable,
+    add_server_args,
+    channel,
+    format_age,
+    rpc_failed,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -102,7 +108,7 @@ def _nodes(args: argparse.Namespace) -> int:
 
     try:
         rows = nodes_list(args.server, args.timeout)
-    except grpc.RpcError as err:
+    except (grpc.RpcError, Unreachable) as err:
         return rpc_failed(args.server, err)
     if args.output == "json":
         print(json.dumps({"nodes": rows}, indent=1))

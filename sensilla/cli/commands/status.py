@@ -31,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(handler=_status)
 
 
+class Unreachable(Exception):
+    pass
+
+
 def channel(server: str, timeout: float) -> Any:
     import grpc
 
@@ -41,13 +45,15 @@ def channel(server: str, timeout: float) -> Any:
         grpc.channel_ready_future(ch).result(timeout=timeout)
     except grpc.FutureTimeoutError:
         ch.close()
-        print(f"sensilla: cannot reach {server} within {timeout:g} s", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise Unreachable(f"cannot reach {server} within {timeout:g} s") from None
     return ch
 
 
 def rpc_failed(server: str, err: Any) -> int:
-    print(f"sensilla: {server}: {err.code().name}: {err.details()}", file=sys.stderr)
+    if isinstance(err, Unreachable):
+        print(f"sensilla: {err}", file=sys.stderr)
+    else:
+        print(f"sensilla: {server}: {err.code().name}: {err.details()}", file=sys.stderr)
     return 1
 
 
@@ -133,7 +139,7 @@ def _status(args: argparse.Namespace) -> int:
 
     try:
         d = status_dict(args.server, args.timeout)
-    except grpc.RpcError as err:
+    except (grpc.RpcError, Unreachable) as err:
         return rpc_failed(args.server, err)
     if args.output == "json":
         print(json.dumps(d, indent=1))
