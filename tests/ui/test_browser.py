@@ -245,7 +245,6 @@ def lab_target(box: Sandbox) -> Iterator[Target]:
     """The lab stack with known allowed and denied traffic."""
     from sensilla.lab import Options, down, up
     from sensilla.lab.processes import stop_one
-    from sensilla.lab.runtime import Lab
     from ui.config import RelayConfig
     from ui.data import RelayClient, TimeRange
 
@@ -256,9 +255,7 @@ def lab_target(box: Sandbox) -> Iterator[Target]:
 
     name = "sui" + secrets.token_hex(2)
     try:
-        # The relay watches the lab's state for Explain and the endpoint list.
-        lab = off_loop(up, name, None,
-                       Options(relay_args=["--source", f"lab:{Lab(name).state.path}"]))
+        lab = off_loop(up, name, None, Options())  # relay (watching the lab) + collectors
         relay = lab.description()["relay"]["address"]
         policy = box.workdir / "deny-y-b.yaml"
         policy.write_text(DENY_Y_B)

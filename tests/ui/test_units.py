@@ -80,9 +80,11 @@ def test_sui_filters_event_types_ips_labels_nodes_reasons() -> None:
     ([C("verdict", "MAYBE")], "--verdict: unknown verdict 'MAYBE'"),
     ([C("drop-reason-desc", "BAD")], "--drop-reason-desc: unknown drop reason 'BAD'"),
     ([C("type", "nonsense")], "--type: unknown event type 'nonsense'"),
-    ([C("from-pod", "x/a"), C("namespace", "y")], "--namespace: cannot be combined with "
-                                                  "--from-pod"),
-    ([C("port", "1"), C("to-port", "2")], "--to-port: cannot be combined with --port"),
+    ([C("from-pod", "x/a"), C("namespace", "y")], "filters --from-pod and --namespace cannot "
+                                                  "be combined"),
+    ([C("port", "1"), C("to-port", "2")], "filters --port and --to-port cannot be combined"),
+    ([C("to-pod", "y/b"), C("to-namespace", "x")], 'namespace conflict: "x" does not contain '
+                                                   '"y/b"'),
     ([C("bogus", "1")], "--bogus: unknown filter"),
 ])
 def test_sui_filters_bad_input_names_the_flag(conds: list[flt.Condition], message: str) -> None:
