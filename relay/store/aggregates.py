@@ -419,6 +419,12 @@ def _pair_conditions(
     return "(" + " OR ".join(alts) + ")" if alts else "0"
 
 
+def _raw_window(w: Window) -> str:
+    """Raw flows in exactly the rollup buckets of the window (w_since, w_until params)."""
+    fn = schema.ROLLUPS[w.resolution()][1]
+    return f"time >= {fn}(toDateTime({{w_since:DateTime}})) AND {fn}(time) < {{w_until:DateTime}}"
+
+
 def pair_details(store: Store, w: Window, pairs: Sequence[DropPairRow]) -> None:
     """Fill, from raw dropped flows in the window, each pair's denying policies,
     exact first and last times and its last flow (serialized)."""
@@ -426,25 +432,26 @@ def pair_details(store: Store, w: Window, pairs: Sequence[DropPairRow]) -> None:
         return
     params: dict[str, Any] = {"w_since": max(0, w.since), "w_until": max(0, w.until)}
     bases = list(dict.fromkeys(p.base for p in pairs))
+    in_window = _raw_window(w)
     cond = _pair_conditions(bases, params, "pd")
     s, d = endpoint_sql("src", rollup=False), endpoint_sql("dst", rollup=False)
     rows = store.backend.query(
         f"SELECT {s.id} AS sid, {d.id} AS did, protocol, dst_port, drop_reason, "
         f"groupUniqArrayArray(policies_denied), min(time_ns), max(time_ns), "
         f"argMax(flow, time_ns) FROM {store.t('flows')} "
-        f"WHERE time >= {{w_since:DateTime}} AND time < {{w_until:DateTime}} "
-        f"AND verdict = {VERDICT_DROPPED} AND is_reply != {REPLY_TRUE} AND {cond} "
+        f"WHERE {in_window} AND verdict = {VERDICT_DROPPED} "
+        f"AND is_reply != {REPLY_TRUE} AND {cond} "
         f"GROUP BY sid, did, protocol, dst_port, drop_reason",
         params,
         binary=(8,),
     )
-    by_key = {(*p.base, p.reason): p for p in pairs}
+    by_key: dict[tuple[str, str, str, int, int], list[DropPairRow]] = {}
+    for p in pairs:
+        by_key.setdefault((*p.base, p.reason), []).append(p)
     for sid, did, proto, port, reason, policies, lo, hi, flow in rows:
-        p = by_key.get((sid, did, proto, int(port), int(reason)))
-        if p is None:
-            continue
-        p.policies = sorted(str(x) for x in policies if x)
-        p.first_ns, p.last_ns, p.last_flow = int(lo), int(hi), bytes(flow)
+        for p in by_key.get((sid, did, proto, int(port), int(reason)), []):
+            p.policies = sorted(str(x) for x in policies if x)
+            p.first_ns, p.last_ns, p.last_flow = int(lo), int(hi), bytes(flow)
 
 
 def forwarded_first(
@@ -455,11 +462,11 @@ def forwarded_first(
         return {}
     params: dict[str, Any] = {"w_since": max(0, w.since), "w_until": max(0, w.until)}
     cond = _pair_conditions(bases, params, "ff")
+    in_window = _raw_window(w)
     s, d = endpoint_sql("src", rollup=False), endpoint_sql("dst", rollup=False)
     rows = store.backend.query(
         f"SELECT {s.id} AS sid, {d.id} AS did, protocol, dst_port, min(time_ns) "
-        f"FROM {store.t('flows')} WHERE time >= {{w_since:DateTime}} AND "
-        f"time < {{w_until:DateTime}} AND verdict = {VERDICT_FORWARDED} AND "
+        f"FROM {store.t('flows')} WHERE {in_window} AND verdict = {VERDICT_FORWARDED} AND "
         f"is_reply != {REPLY_TRUE} AND {cond} GROUP BY sid, did, protocol, dst_port",
         params,
     )

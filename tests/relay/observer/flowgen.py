@@ -153,7 +153,8 @@ class FlowGen:
         kind = r.random()
         port = r.choice((80, 81, 443, 53, 5432, 9090, 8080))
         sport = r.randint(32768, 60999)
-        reply = r.random() < 0.25
+        reply_known = r.random() < 0.9  # else is_reply stays unset (a request's ports)
+        reply = reply_known and r.random() < 0.25
         if kind < 0.55:
             flags = r.choice(
                 (
@@ -181,7 +182,7 @@ class FlowGen:
         else:
             f.l4.ICMPv4.type = r.choice((8, 0, 3))
             f.l4.ICMPv4.code = 3 if f.l4.ICMPv4.type == 3 else 0
-        if r.random() < 0.9:
+        if reply_known:
             f.is_reply.value = reply
             f.reply = reply
         observed_at = dst if dst.namespace else src
