@@ -190,20 +190,20 @@ def test_srq_stalled_follower_gets_lost_events_and_slows_nobody(relay: RelayThre
         assert len({position(f) for f in reader.flows}) == total
         assert reader.lost == 0
         # the stalled one: what it gets plus what it is told it lost is everything
-        flows = lost = 0
+        delivered = lost = 0
         seen = set()
         for resp in stalled:
             if resp.HasField("flow"):
-                flows += 1
+                delivered += 1
                 seen.add(position(resp.flow))
             elif resp.HasField("lost_events"):
                 assert resp.lost_events.source == flow_pb2.OBSERVER_EVENTS_QUEUE
                 lost += resp.lost_events.num_events_lost
-            if flows + lost >= total:
+            if delivered + lost >= total:
                 break
-        assert lost > 0 and flows > 0
-        assert flows + lost == total and len(seen) == flows
-        print(f"\nstalled follower: {flows} flows delivered, {lost} reported lost")
+        assert lost > 0 and delivered > 0
+        assert delivered + lost == total and len(seen) == delivered
+        print(f"\nstalled follower: {delivered} flows delivered, {lost} reported lost")
     finally:
         stalled.cancel()
         ch.close()

@@ -183,8 +183,8 @@ def test_srq_drop_summary_equals_memory(q: query_pb2_grpc.QueryStub, data: Data)
         pairs = model.drop_pairs(data.flows, data.since, data.until, namespaces)
         top = sorted(pairs.items(), key=lambda kv: (-kv[1].drops, kv[0]))[:100]
         assert len(resp.top_pairs) == len(top) > 0
-        for got, (k, p) in zip(resp.top_pairs, top, strict=True):
-            assert (got.source.id, got.destination.id, got.protocol, got.port, got.reason) == k
+        for got, (pk, p) in zip(resp.top_pairs, top, strict=True):
+            assert (got.source.id, got.destination.id, got.protocol, got.port, got.reason) == pk
             assert got.drops == p.drops
             assert list(got.policies) == sorted(p.policies)
             assert got.default_deny == p.default_deny
@@ -202,7 +202,10 @@ def _newest_first(flows: list[flow_pb2.Flow]) -> list[tuple[int, str, int, int]]
 
 
 def test_srq_search_flows_pages_equal_memory(q: query_pb2_grpc.QueryStub, data: Data) -> None:
-    wl = [flow_pb2.FlowFilter(source_pod=["shop/"]), flow_pb2.FlowFilter(verdict=[2])]
+    wl = [
+        flow_pb2.FlowFilter(source_pod=["shop/"]),
+        flow_pb2.FlowFilter(verdict=[flow_pb2.DROPPED]),
+    ]
     bl = [flow_pb2.FlowFilter(protocol=["udp"])]
     lo, hi = data.start + 1800, data.start + 7200
     pred = compile_request_filters(wl, bl)
