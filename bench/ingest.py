@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 from bench import procs
 from bench.core import Context, Figure, Goal, Skip
 from bench.profile import Profiler, describe
+from bench.relayproc import Relay
 from bench.synth import encode_batches, overall_rate, ship, steady_rate
 
 _boots = itertools.count(int(time.time_ns()))
@@ -40,19 +40,6 @@ class RelayRun:
     peak_rss: int = 0
     idle_rss: int = 0
     profile: str = ""
-
-
-@contextlib.contextmanager
-def relay_process(store_url: str, workdir: Path, args: list[str] | None = None) -> Iterator[Any]:
-    from tests.relay.relay_process import RelayProcess
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    relay = RelayProcess(store_url, workdir, args=["--metrics", "127.0.0.1:0", *(args or [])])
-    relay.start()
-    try:
-        yield relay
-    finally:
-        relay.stop()
 
 
 def run_round(target: str, collectors: int, flows_each: int) -> tuple[float, float]:
@@ -74,8 +61,8 @@ def measure_relay(
     ctx: Context, store_url: str, workdir: Path, rounds: int, collectors: int, flows_each: int
 ) -> RelayRun:
     out = RelayRun()
-    with relay_process(store_url, workdir) as relay:
-        pid = relay.proc.pid
+    with Relay(store_url, workdir) as relay:
+        pid = relay.pid
         # warm-up: schema caches, first parts
         run_round(relay.address, collectors, max(2000, flows_each // 10))
         out.idle_rss = procs.rss_bytes(pid)

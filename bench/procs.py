@@ -18,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import IO, Any
 
 from sensilla.lab.netns import NETNS_DIR
 
@@ -57,9 +58,9 @@ class Proc:
         argv: Sequence[str],
         netns: str | None = None,
         *,
-        stdout: int | None = subprocess.DEVNULL,
-        stderr: int | None = subprocess.DEVNULL,
-        stdin: int | None = subprocess.DEVNULL,
+        stdout: int | IO[Any] | None = subprocess.DEVNULL,
+        stderr: int | IO[Any] | None = subprocess.DEVNULL,
+        stdin: int | IO[Any] | None = subprocess.DEVNULL,
         env: dict[str, str] | None = None,
         cwd: str | Path | None = None,
     ) -> None:
