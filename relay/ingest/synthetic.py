@@ -138,6 +138,7 @@ class ClientStats:
     max_spool: int = 0
     hello_acked: dict[int, int] = field(default_factory=dict)
     last_error: str = ""
+    error_kinds: dict[str, int] = field(default_factory=dict)
 
 
 class SyntheticCollector:
@@ -237,10 +238,15 @@ class SyntheticCollector:
             try:
                 await self._one_stream()
                 backoff = 0.05
-            except (grpc.aio.AioRpcError, ConnectionError, OSError) as exc:
+            except Exception as exc:  # a collector never gives up: back off, reconnect
                 self.stats.stream_errors += 1
                 self.stats.last_error = (
-                    exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+                    exc.code().name
+                    if isinstance(exc, grpc.aio.AioRpcError)
+                    else f"{type(exc).__name__}: {exc}"
+                )
+                self.stats.error_kinds[self.stats.last_error.split(":")[0]] = (
+                    self.stats.error_kinds.get(self.stats.last_error.split(":")[0], 0) + 1
                 )
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(self.backoff_max_s, backoff * 2)

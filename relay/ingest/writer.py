@@ -75,7 +75,7 @@ class IngestWriter:
         store: Store,
         metrics: RelayMetrics,
         *,
-        max_round_flows: int = 50_000,
+        max_round_flows: int = 20_000,
         max_round_delay: float = 0.25,
         max_pending_flows: int = 200_000,
         slow_after_s: float = 10.0,
@@ -223,6 +223,8 @@ class IngestWriter:
             await self._write_round(round_items)
 
     async def _run_job(self, job: _Job) -> None:
+        if job.future.cancelled():  # e.g. the Hello of a stream that is gone already
+            return
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(self.executor, job.fn, self.store)

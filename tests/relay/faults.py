@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from relay.ingest.synthetic import SyntheticCollector
 from relay.store import Store, open_store
@@ -75,15 +76,24 @@ async def ship_with(
     disturb: Callable[[list[SyntheticCollector]], object] | None,
     timeout: float,
 ) -> None:
+    """Run the clients (and the disturbance alongside); a client that fails, or the
+    disturbance failing, ends the run with that error."""
     tasks = [asyncio.create_task(c.run(timeout=timeout)) for c in clients]
+    extra: list[asyncio.Task[Any]] = []
+    if disturb is not None:
+        extra.append(asyncio.create_task(disturb(clients)))  # type: ignore[arg-type]
     try:
-        if disturb is not None:
-            await disturb(clients)  # type: ignore[misc]
-        await asyncio.gather(*tasks)
+        pending = set(tasks) | set(extra)
+        while any(not t.done() for t in tasks):
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                t.result()  # raises the failure of a client or of the disturbance
+        for t in extra:
+            await t
     finally:
-        for t in tasks:
+        for t in tasks + extra:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *extra, return_exceptions=True)
 
 
 def acks(clients: list[SyntheticCollector]) -> int:
@@ -113,7 +123,13 @@ def sigkill_run(
         for _ in range(kills):
             # mid-ingest: some progress since the restart, then a random moment
             base = acks(cs)
+            deadline = time.monotonic() + 120
             while acks(cs) <= base and not all(c.done for c in cs):
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"no ack for 120 s after restart {relay.starts}: "
+                        f"{[c.stats for c in cs]}\n{relay.tail()}"
+                    )
                 await asyncio.sleep(0.02)
             await asyncio.sleep(rng.uniform(0.0, 0.6))
             if all(c.done for c in cs):
