@@ -490,13 +490,6 @@ def test_sui_browser_drops_lists_the_denied_pair(ui_url: str, page: Any, target:
     assert "Started dropping recently" in text(page)
     no_traceback(page)
     shoot(page, f"{target.name}/drops")
-    if target.lab and wanted[0]["Denied by"] == "policy (unattributed)":
-        # Relay bug (issue 8): relay.store.aggregates.pair_details keys the rows by
-        # pair, so a pair that is both a top pair and a new-drop candidate gets its
-        # policies, default deny and exact times on the candidate only; the Drops
-        # page shows the attribution under "Started dropping recently" but not here.
-        pytest.xfail("the relay leaves a top dropped pair unattributed when it is also "
-                     "a new drop (pair_details)")
     assert wanted[0]["Denied by"] == target.denied_by
 
 
