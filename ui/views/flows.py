@@ -57,9 +57,24 @@ def _active_filters() -> int:
     return n + (1 if st.session_state.get(_key("node-name")) else 0)
 
 
+# The filters as last applied (form values reach session state on submit).
+fields = {flag: str(st.session_state.get(_key(flag), "") or "") for flag, _l, _p in
+          TEXT_FIELDS}
+fields["node-name"] = str(st.session_state.get(_key("node-name"), "") or "")
+choices = {flag: (list(st.session_state.get(_key(flag), []) or []),
+                  bool(st.session_state.get(_key(flag) + "_not", False)))
+           for flag, _l, _o in CHOICES}
+conditions = flt.conditions_from_form(fields, choices)
+problem: flt.FilterInputError | None = None
+try:
+    whitelist, blacklist = flt.build(conditions)
+except flt.FilterInputError as err:
+    problem = err
+
 active = _active_filters()
 with st.expander(f"Filters · {active} active" if active else "Filters",
-                 icon=":material/filter_alt:"), st.form("fl_filters", border=False):
+                 icon=":material/filter_alt:", expanded=problem is not None), \
+        st.form("fl_filters", border=False):
     st.caption("Same filters as `sensilla observe`: values separated by commas are ORed, "
                "different fields are ANDed; prefix a value with `!` to exclude it (`--not`).")
     for row in range(0, len(TEXT_FIELDS), 3):
@@ -75,17 +90,8 @@ with st.expander(f"Filters · {active} active" if active else "Filters",
     last[1].selectbox("Rows", PAGE_SIZES, index=1, key="fl_page_size")
     last[2].form_submit_button("Apply filters", type="primary", width="stretch")
 
-fields = {flag: str(st.session_state.get(_key(flag), "") or "") for flag, _l, _p in
-          TEXT_FIELDS}
-fields["node-name"] = str(st.session_state.get(_key("node-name"), "") or "")
-choices = {flag: (list(st.session_state.get(_key(flag), []) or []),
-                  bool(st.session_state.get(_key(flag) + "_not", False)))
-           for flag, _l, _o in CHOICES}
-conditions = flt.conditions_from_form(fields, choices)
-try:
-    whitelist, blacklist = flt.build(conditions)
-except flt.FilterInputError as err:
-    st.warning(f"**Filter not applied:** {err}", icon=":material/warning:")
+if problem is not None:
+    st.warning(f"**Filter not applied:** {problem}", icon=":material/warning:")
     st.stop()
 
 page_size = int(st.session_state.get("fl_page_size", 100))
