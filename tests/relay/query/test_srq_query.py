@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -47,9 +46,13 @@ class Data:
         self.until = int(time.time()) + 1
 
 
-@pytest.fixture(scope="module")
-def data(chdb_dir: Path) -> Data:
-    return Data(chdb_url(chdb_dir, "srq_query"))
+@pytest.fixture(scope="module", params=["chdb", "ch18"])
+def data(request: pytest.FixtureRequest) -> Data:
+    """The same flows on chDB and on clickhouse-server 18.16 (native protocol)."""
+    if request.param == "chdb":
+        return Data(chdb_url(request.getfixturevalue("chdb_dir"), "srq_query"))
+    server = request.getfixturevalue("ch18")
+    return Data(server.url.rsplit("/", 1)[0] + "/srq_query?send_receive_timeout=60")
 
 
 MAX_EDGES = 20_000  # random synthetic traffic makes a dense map
