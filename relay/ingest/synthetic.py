@@ -139,6 +139,9 @@ class ClientStats:
     hello_acked: dict[int, int] = field(default_factory=dict)
     last_error: str = ""
     error_kinds: dict[str, int] = field(default_factory=dict)
+    # acks of one stream arriving below an earlier ack of the same boot (must stay 0:
+    # collectors may treat an ack as covering every earlier batch)
+    out_of_order_acks: int = 0
 
 
 class SyntheticCollector:
@@ -280,6 +283,7 @@ class SyntheticCollector:
             window.set()
 
             async def receive() -> None:
+                last_ack = 0
                 while True:
                     msg = await call.read()
                     if msg is grpc.aio.EOF:
@@ -289,6 +293,9 @@ class SyntheticCollector:
                     kind = msg.WhichOneof("kind")
                     if kind == "ack":
                         if msg.ack.boot_id == self.boot_id:
+                            if msg.ack.sequence < last_ack:
+                                self.stats.out_of_order_acks += 1
+                            last_ack = max(last_ack, msg.ack.sequence)
                             in_flight.discard(msg.ack.sequence)
                             self._ack(msg.ack.sequence)
                         window.set()

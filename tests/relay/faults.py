@@ -160,6 +160,7 @@ def verify(store_url: str, outcome: Outcome) -> dict[str, object]:
         )
         assert_rollups_exact(st)
         for c in outcome.clients:
+            assert c.stats.out_of_order_acks == 0
             assert c.acked == set(range(1, c.last_batch_seq + 1))
             assert st.acked_positions(c.collector_id) == {c.boot_id: c.last_batch_seq}
         log = outcome.log

@@ -60,6 +60,7 @@ def test_sst_two_collectors_exactly_once(relay_config: RelayConfig) -> None:
         assert_exactly_once(st, {(c.collector_id, c.boot_id): n for c in clients})
         assert_rollups_exact(st)
         for c in clients:
+            assert c.stats.out_of_order_acks == 0
             assert c.acked == set(range(1, c.last_batch_seq + 1))
             assert st.acked_positions(c.collector_id) == {c.boot_id: c.last_batch_seq}
             assert f'sensilla_relay_acked_sequence{{collector="{c.collector_id}"}} 24.0' in metrics
