@@ -63,8 +63,8 @@ def measure_relay(
     out = RelayRun()
     with Relay(store_url, workdir) as relay:
         pid = relay.pid
-        # warm-up: schema caches, first parts
-        run_round(relay.address, collectors, max(2000, flows_each // 10))
+        if not ctx.smoke:  # warm-up: schema caches, first parts
+            run_round(relay.address, collectors, max(2000, flows_each // 10))
         out.idle_rss = procs.rss_bytes(pid)
         procs.reset_peak_rss(pid)
         for r in range(rounds):

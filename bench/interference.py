@@ -67,7 +67,8 @@ def run(ctx: Context) -> None:
     rates: dict[str, list[float]] = {s: [] for s in SETUPS}
     nothing = [flow_pb2.FlowFilter(source_pod=["sbe-nothing/"])]
     with Relay(url, wd / "relay", followers=idle_n + 64) as relay:
-        run_round(relay.address, 2, max(2000, flows_each // 10))  # warm-up
+        if not ctx.smoke:
+            run_round(relay.address, 2, max(2000, flows_each // 10))  # warm-up
         procs.reset_peak_rss(relay.pid)
         idle_rss = procs.rss_bytes(relay.pid)
         for r in range(rounds):

@@ -152,10 +152,10 @@ def run(ctx: Context) -> None:
     for binary in ("iperf3", "iptables", "iptables-restore", "ipset", "cc"):
         if not shutil.which(binary):
             raise Skip(f"{binary} is not installed")
-    sizes = ctx.pick((1, 100, 1000, 10_000), (1, 100, 1000, 10_000), (1, 100))
+    sizes = ctx.pick((1, 100, 1000, 10_000), (1, 100, 1000, 10_000), (100,))
     rounds = ctx.pick(3, 2, 1)
-    crr_s = ctx.pick(3.0, 1.5, 0.5)
-    iperf_s = ctx.pick(3, 2, 1)
+    crr_s = ctx.pick(3.0, 1.5, 0.3)
+    iperf_s = ctx.pick(3, 2, 0.5)
     threads = 2
     procs.tool("crr")
     cps: dict[tuple[str, int], list[float]] = {}
