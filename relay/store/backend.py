@@ -113,7 +113,10 @@ class ChdbBackend(Backend):
         try:
             self._conn()  # open the embedded server now, so errors surface here
         except Exception as exc:
-            raise StoreError(f"cannot open chDB at {self.path}: {exc}") from exc
+            raise StoreError(
+                f"cannot open chDB at {self.path} (one process owns a chDB path: is another "
+                f"relay using it?): {exc}"
+            ) from exc
 
     def _conn(self) -> Any:
         conn = getattr(self._local, "conn", None)

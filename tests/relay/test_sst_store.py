@@ -352,3 +352,16 @@ def test_sst_retention_drops_old_partitions(store: Store) -> None:
     assert store.count_rows() == 50
     assert store.rollup("hour", 0, 2**32 - 1)[0]["flows"] == 100  # hours kept longer
     assert store.apply_retention(now) == []
+
+
+@pytest.mark.parametrize("backend_kind", ["chdb"], indirect=True)
+def test_sst_a_chdb_path_has_one_owner(store: Store, url: str) -> None:
+    import subprocess
+    import sys
+
+    code = "from relay.store import open_store; import sys; open_store(sys.argv[1])"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, url], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode != 0
+    assert "another relay" in proc.stderr
