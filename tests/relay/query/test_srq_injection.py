@@ -146,12 +146,15 @@ def test_srq_hostile_filter_values(env: Env, field: str) -> None:
             ff = flow_pb2.FlowFilter(source_workload=[flow_pb2.Workload(name=h, kind=h)])
         elif field == "interface":
             ff = flow_pb2.FlowFilter(interface=[flow_pb2.NetworkInterface(name=h)])
-        elif field.endswith(("_pod", "_service")):
-            ff = flow_pb2.FlowFilter(**{field: [h, f"inj/{h}"]})  # stored under namespace inj
-        elif field.endswith("_label"):
-            ff = flow_pb2.FlowFilter(**{field: [h, f"k8s:app={h}"]})
         else:
-            ff = flow_pb2.FlowFilter(**{field: [h]})
+            ff = flow_pb2.FlowFilter()
+            values = getattr(ff, field)
+            if field.endswith(("_pod", "_service")):
+                values.extend([h, f"inj/{h}"])  # stored under namespace inj
+            elif field.endswith("_label"):
+                values.extend([h, f"k8s:app={h}"])
+            else:
+                values.append(h)
         narrow = flow_pb2.FlowFilter(verdict=[flow_pb2.DROPPED, flow_pb2.AUDIT])
         for wl, bl in (([ff], []), ([narrow], [ff])):
             want = _expected(env, wl, bl)
@@ -210,47 +213,34 @@ def test_srq_hostile_query_fields(env: Env) -> None:
                     want = {k: v[0] for k, v in model.edges(env.flows, since, until, ns).items()}
                     assert got == want, (h, ns)
         for field in ("source_workload_id", "destination_workload_id"):
-            try:
-                resp = env.q.SearchFlows(
-                    query_pb2.SearchFlowsRequest(window=_all(), page_size=1000, **{field: h}),
-                    timeout=30,
-                )
-            except grpc.RpcError as err:
-                assert nul and err.code() == grpc.StatusCode.INVALID_ARGUMENT
-                continue
-            side = "source" if field.startswith("source") else "destination"
-            want = sorted(
-                (key(f) for f in env.flows if model.workload_id(getattr(f, side)) == h),
-                reverse=True,
-            )
-            assert [key(f) for f in resp.flows] == want, (field, h)
-        for field in ("source_workload_id", "destination_workload_id"):
-            wid = f"inj/{h}"
-            try:
-                resp = env.q.SearchFlows(
-                    query_pb2.SearchFlowsRequest(window=_all(), page_size=1000, **{field: wid}),
-                    timeout=30,
-                )
-            except grpc.RpcError as err:
-                assert nul and err.code() == grpc.StatusCode.INVALID_ARGUMENT
-                continue
-            side = "source" if field.startswith("source") else "destination"
-            want = sorted(
-                (key(f) for f in env.flows if model.workload_id(getattr(f, side)) == wid),
-                reverse=True,
-            )
-            assert [key(f) for f in resp.flows] == want, (field, wid)
-        with pytest.raises(grpc.RpcError) as err:
+            for wid in (h, f"inj/{h}"):
+                _check_workload_search(env, field, wid, nul)
+        with pytest.raises(grpc.RpcError) as tok_err:
             env.q.SearchFlows(query_pb2.SearchFlowsRequest(page_token=h), timeout=10)
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert tok_err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         for req in (
             query_pb2.ExplainRequest(source=h, destination="y/b", port=80),
             query_pb2.ExplainRequest(source="x/a", destination=h, port=80),
             query_pb2.ExplainRequest(source="x/a", destination="y/b", port=80, protocol=h),
         ):
-            with pytest.raises(grpc.RpcError) as err:
+            with pytest.raises(grpc.RpcError) as ex_err:
                 env.q.Explain(req, timeout=10)
-            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (req, err.value)
+            assert ex_err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (req, ex_err.value)
+
+
+def _check_workload_search(env: Env, field: str, wid: str, nul: bool) -> None:
+    req = query_pb2.SearchFlowsRequest(window=_all(), page_size=1000)
+    setattr(req, field, wid)
+    try:
+        resp = env.q.SearchFlows(req, timeout=30)
+    except grpc.RpcError as err:
+        assert nul and err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        return
+    side = "source" if field.startswith("source") else "destination"
+    want = sorted(
+        (key(f) for f in env.flows if model.workload_id(getattr(f, side)) == wid), reverse=True
+    )
+    assert [key(f) for f in resp.flows] == want, (field, wid)
 
 
 def test_srq_tables_intact_afterwards(env: Env) -> None:
