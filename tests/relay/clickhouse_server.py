@@ -35,7 +35,20 @@ _CONFIG = """<?xml version="1.0"?>
   <uncompressed_cache_size>268435456</uncompressed_cache_size>
   <max_concurrent_queries>100</max_concurrent_queries>
   <timezone>UTC</timezone>
+{tls}
 </yandex>
+"""
+
+_TLS = """  <tcp_port_secure>{port}</tcp_port_secure>
+  <openSSL><server>
+    <certificateFile>{d}/server.crt</certificateFile>
+    <privateKeyFile>{d}/server.key</privateKeyFile>
+    <verificationMode>none</verificationMode>
+    <loadDefaultCAFile>false</loadDefaultCAFile>
+    <cacheSessions>true</cacheSessions>
+    <disableProtocols>sslv2,sslv3</disableProtocols>
+    <preferServerCiphers>true</preferServerCiphers>
+  </server></openSSL>
 """
 
 _USERS = """<?xml version="1.0"?>
@@ -65,17 +78,56 @@ class ClickHouseServer:
     """``start()`` then ``url``; ``stop()`` (SIGTERM, then SIGKILL) and ``cleanup()``.
     ``pause()``/``resume()`` freeze the server (SIGSTOP/SIGCONT) to simulate a stall."""
 
-    def __init__(self, prefix: str = "sst-ch-") -> None:
+    def __init__(self, prefix: str = "sst-ch-", tls: bool = False) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix=prefix))
         self.port = free_port()
+        self.tls_port = free_port() if tls else 0
         self.user = "sst"
         self.password = secrets.token_hex(8) + "'\"x"  # quotes: URL-encoded, never logged
         self.proc: subprocess.Popen[bytes] | None = None
         for sub in ("data", "tmp", "user_files", "format_schemas", "log"):
             (self.dir / sub).mkdir()
-        (self.dir / "config.xml").write_text(_CONFIG.format(d=self.dir, port=self.port))
+        tls_xml = ""
+        if tls:
+            subprocess.run(
+                [
+                    "openssl",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=localhost",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                    "-keyout",
+                    str(self.dir / "server.key"),
+                    "-out",
+                    str(self.dir / "server.crt"),
+                ],
+                check=True,
+                capture_output=True,
+            )
+            tls_xml = _TLS.format(d=self.dir, port=self.tls_port)
+        (self.dir / "config.xml").write_text(
+            _CONFIG.format(d=self.dir, port=self.port, tls=tls_xml)
+        )
         pw = self.password.replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;")
         (self.dir / "users.xml").write_text(_USERS.format(user=self.user, password=pw))
+
+    @property
+    def ca_file(self) -> Path:
+        return self.dir / "server.crt"
+
+    @property
+    def tls_url(self) -> str:
+        from urllib.parse import quote
+
+        pw = quote(self.password, safe="")
+        return f"clickhouses://{self.user}:{pw}@127.0.0.1:{self.tls_port}/sst"
 
     @property
     def url(self) -> str:

@@ -365,3 +365,30 @@ def test_sst_a_chdb_path_has_one_owner(store: Store, url: str) -> None:
     )
     assert proc.returncode != 0
     assert "another relay" in proc.stderr
+
+
+def test_sst_tls_to_clickhouse_server() -> None:
+    """clickhouses:// against 18.16's secure native port: verified with the server's
+    certificate as CA, refused when verification fails, and never on the plain port."""
+    from tests.relay.clickhouse_server import ClickHouseServer, available
+
+    if not available():
+        pytest.skip("clickhouse-server is not installed")
+    server = ClickHouseServer(tls=True)
+    try:
+        server.start()
+        st = open_store(f"{server.tls_url}?ca_certs={server.ca_file}")
+        try:
+            st.write_batches(make_batches("tls", 1, 2, 50))
+            assert st.count_distinct() == 100
+        finally:
+            st.close()
+        with pytest.raises(StoreError):  # the system CAs do not know this certificate
+            open_store(server.tls_url + "?connect_timeout=3")
+        st = open_store(server.tls_url + "?verify=0")
+        try:
+            assert st.count_distinct() == 100
+        finally:
+            st.close()
+    finally:
+        server.cleanup()
