@@ -23,6 +23,9 @@ class ProcessInfo:
     netns: str | None
     log: str
     started: float
+    # the kernel's start time of the process (clock ticks since boot): with the pid
+    # it names the process for sure, even after it exec()s something else
+    start_ticks: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -129,7 +132,9 @@ def _spawn(
             start_new_session=True,
             env=penv,
         )
-    info = ProcessInfo(name, proc.pid, full, netns, str(log_path), time.time())
+    info = ProcessInfo(
+        name, proc.pid, full, netns, str(log_path), time.time(), start_ticks(proc.pid)
+    )
     _pid_file(lab_dir, name).write_text(json.dumps(info.to_dict()))
     return info, proc
 
@@ -157,16 +162,19 @@ def alive(pid: int) -> bool:
         return False
 
 
-def _same_process(info: ProcessInfo) -> bool:
-    """Guard against pid reuse: the process must still run what we started."""
+def start_ticks(pid: int) -> int:
+    """Field 22 of /proc/PID/stat: when the process started (0 if gone)."""
     try:
-        cmdline = Path(f"/proc/{info.pid}/cmdline").read_bytes().split(b"\0")
-    except FileNotFoundError:
-        return False
-    want = info.argv[-1].encode() if info.argv else b""
-    return any(part == want for part in cmdline) or (
-        info.netns is not None and any(b"nsenter" in part for part in cmdline)
-    )
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (FileNotFoundError, IndexError, ValueError):
+        return 0
+
+
+def _same_process(info: ProcessInfo) -> bool:
+    """Guard against pid reuse: the pid must still be the process we started."""
+    ticks = start_ticks(info.pid)
+    return ticks != 0 and (info.start_ticks == 0 or ticks == info.start_ticks)
 
 
 def stop_one(lab_dir: Path, name: str, grace: float = 3.0) -> None:

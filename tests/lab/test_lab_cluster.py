@@ -170,3 +170,22 @@ def test_down_cleans_a_lab_whose_process_died_mid_up() -> None:
     assert _traces(name)
     assert down(name) == []
     assert _traces(name) == []
+
+
+def test_down_stops_a_process_that_execs_something_else() -> None:
+    """Processes are recognised by pid and start time, not by command line: a
+    process that exec()s another program (as `sensilla ui` execs Streamlit) is
+    still stopped."""
+    from sensilla.lab import processes
+
+    name = "tdown4"
+    down(name)
+    lab = Lab(name)
+    lab.dir.mkdir(parents=True, exist_ok=True)
+    info = processes.start(
+        lab.dir, "execer", ["/bin/sh", "-c", "exec sleep 300"]
+    )
+    time.sleep(0.2)
+    assert processes.alive(info.pid)
+    assert down(name) == []
+    assert not processes.alive(info.pid)
