@@ -64,6 +64,14 @@ _USERS = """<?xml version="1.0"?>
 """
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the test process dies (even by SIGKILL)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -141,6 +149,7 @@ class ClickHouseServer:
             stdout=subprocess.DEVNULL,
             stderr=open(self.dir / "log" / "stderr.log", "ab"),  # noqa: SIM115
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
