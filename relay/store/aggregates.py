@@ -486,15 +486,23 @@ def new_drop_candidates(
 
 
 def collector_flow_stats(store: Store, since: int) -> dict[str, tuple[int, int]]:
-    """Per collector: (flows stored since ``since``, start of its last minute with
-    flows), from the minute rollup."""
-    rows = store.backend.query(
+    """Per collector: (flows stored since ``since``, start of the last bucket with its
+    flows: a minute when within the last day, else an hour), from the rollups (the
+    hour rollup for the counts, so a week of retention stays a small scan)."""
+    counts = store.backend.query(
         f"SELECT collector_id, sum(flows) AS f, toUInt32(max(bucket)) FROM "
-        f"{store.t('flows_minute')} WHERE bucket >= toStartOfMinute(toDateTime("
+        f"{store.t('flows_hour')} WHERE bucket >= toStartOfHour(toDateTime("
         f"{{since:DateTime}})) GROUP BY collector_id HAVING f > 0",
         {"since": max(0, since)},
     )
-    return {str(c): (int(f), int(t)) for c, f, t in rows}
+    recent = store.backend.query(
+        f"SELECT collector_id, toUInt32(max(bucket)) FROM {store.t('flows_minute')} "
+        f"WHERE bucket >= toStartOfMinute(toDateTime({{day:DateTime}})) AND flows > 0 "
+        f"GROUP BY collector_id",
+        {"day": max(0, int(time.time()) - 86400)},
+    )
+    last = {str(c): int(t) for c, t in recent}
+    return {str(c): (int(f), max(int(t), last.get(str(c), 0))) for c, f, t in counts}
 
 
 def recent_namespaces(store: Store, since: int) -> list[str]:
