@@ -42,8 +42,11 @@ class RelayRun:
     profile: str = ""
 
 
-def run_round(target: str, collectors: int, flows_each: int) -> tuple[float, float]:
-    """(steady rate, overall rate) of one round of `collectors` parallel streams."""
+def run_round(
+    target: str, collectors: int, flows_each: int, max_seconds: float | None = None
+) -> tuple[float, float]:
+    """(steady rate, overall rate) of one round of `collectors` parallel streams
+    (with max_seconds: no batch sent after that; the rates count acked flows)."""
     jobs = []
     for c in range(collectors):
         boot = next(_boots)
@@ -51,7 +54,12 @@ def run_round(target: str, collectors: int, flows_each: int) -> tuple[float, flo
         jobs.append((cid, boot, encode_batches(cid, boot, flows_each, 2000)))
 
     async def go() -> list[Any]:
-        return await asyncio.gather(*(ship(target, cid, boot, b) for cid, boot, b in jobs))
+        return await asyncio.gather(
+            *(
+                ship(target, cid, boot, b, stop_after=max_seconds, timeout=120.0)
+                for cid, boot, b in jobs
+            )
+        )
 
     results = asyncio.run(go())
     return steady_rate(results), overall_rate(results)

@@ -19,6 +19,7 @@ The relay's peak RSS over the rounds is recorded too.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -62,6 +63,8 @@ def run(ctx: Context) -> None:
     rounds = ctx.pick(3, 2, 1)
     flows_each = ctx.pick(150_000, 40_000, 4_000)
     idle_n = ctx.pick(1000, 1000, 50)
+    # rounds are time-boxed: with many followers ingest may crawl
+    max_seconds = ctx.pick(40.0, 20.0, 5.0)
     wd = ctx.workdir / "interference"
     url = f"chdb://{wd / 'store'}"
     rates: dict[str, list[float]] = {s: [] for s in SETUPS}
@@ -79,8 +82,11 @@ def run(ctx: Context) -> None:
                     cm = followers(relay.address, 1, [], 1)
                 elif setup == "idle":
                     cm = followers(relay.address, idle_n, nothing, 10)
+                t0 = time.monotonic()
                 with cm:
-                    steady, _ = run_round(relay.address, 2, flows_each)
+                    if setup == "idle":
+                        ctx.log(f"{idle_n} followers subscribed in {time.monotonic() - t0:.1f} s")
+                    steady, _ = run_round(relay.address, 2, flows_each, max_seconds)
                 rates[setup].append(steady)
                 ctx.log(f"round {r + 1}/{rounds} {setup:8s} {steady:,.0f} flows/s")
         peak = procs.peak_rss_bytes(relay.pid)

@@ -336,9 +336,14 @@ def one_step(
 
 
 def ramp(
-    run_step: Callable[[float], Step], rates: list[float], bisect: bool, log: Callable[[str], None]
+    run_step: Callable[[float], Step],
+    rates: list[float],
+    bisect: bool,
+    log: Callable[[str], None],
+    retry: bool = True,
 ) -> tuple[float, list[Step]]:
-    """Highest rate without loss (0 if even the first lost), and every step."""
+    """Highest rate without loss (0 if even the first lost; a losing rate is tried
+    twice), and every step."""
     steps: list[Step] = []
     best = 0.0
     failed: float | None = None
@@ -346,6 +351,12 @@ def ramp(
         st = run_step(rate)
         steps.append(st)
         log(st.as_text())
+        if not st.ok and retry:
+            # one more try: on a shared machine a reader descheduled for longer than
+            # its ring holds (256 pages: ~19 ms at 400k events/s) loses events
+            st = run_step(rate)
+            steps.append(st)
+            log(st.as_text() + " (retry)")
         if not st.ok:
             failed = rate
             break
@@ -521,8 +532,8 @@ def _ramp_text(steps: list[Step]) -> str:
 def run(ctx: Context) -> None:
     seconds = ctx.pick(2.0, 1.0, 0.3)
     rates = ctx.pick(
-        [25e3, 50e3, 100e3, 150e3, 200e3, 300e3, 400e3, 600e3, 800e3, 1.2e6, 1.6e6],
-        [50e3, 100e3, 200e3, 400e3, 800e3, 1.6e6],
+        [10e3, 20e3, 30e3, 50e3, 75e3, 100e3, 150e3, 200e3, 300e3, 400e3, 600e3, 800e3, 1.2e6],
+        [10e3, 20e3, 50e3, 100e3, 200e3, 400e3, 800e3],
         [50e3],
     )
     e2e_rates = ctx.pick(

@@ -1,6 +1,8 @@
 """Where a Python process spends its time: py-spy (sampling, no changes to the
 target) run for a while, summarised as the functions with the most samples on the
-stack (inclusive) and at the top of it (self).
+stack (inclusive) and at the top of it (self). Only the thread holding the GIL is
+sampled (`--gil`): a Python process computes on one core at a time, so that is its
+bottleneck; threads waiting in sleep, select or a C call without the GIL are left out.
 
     with Profiler(pid, out_path) as prof:   # starts py-spy record in the background
         ...                                 # the load to profile
@@ -51,6 +53,7 @@ class Profiler:
             "--output",
             str(self.out),
             "--nonblocking",
+            "--gil",  # only the thread holding the GIL: where Python's CPU time goes
         ]
         if self.threads:
             argv.append("--threads")

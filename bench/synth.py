@@ -126,9 +126,12 @@ async def ship(
     *,
     node_name: str = "",
     timeout: float = 600.0,
+    stop_after: float | None = None,
 ) -> ShipResult:
     """Send pre-encoded batches on one Push stream within the relay's window; return
-    when every batch is acked."""
+    when every batch is acked. With `stop_after` seconds, no batch is sent after that
+    time; the ones sent are waited for (up to `timeout`), and `flows` counts the
+    acked flows."""
     res = ShipResult(collector_id, sum(n for n, _ in batches))
     async with grpc.aio.insecure_channel(
         target, options=[("grpc.max_send_message_length", 64 << 20)]
@@ -169,14 +172,26 @@ async def ship(
 
         receiver = asyncio.ensure_future(receive())
         res.started = time.monotonic()
+        sent = 0
         try:
             for _, payload in batches:
+                if stop_after is not None and time.monotonic() - res.started > stop_after:
+                    break
                 await credit.acquire()
                 if receiver.done():
                     receiver.result()
                 await call.write(payload)
-            await asyncio.wait_for(asyncio.shield(receiver), timeout)
-            await call.done_writing()
+                sent += 1
+            if sent == len(batches):
+                await asyncio.wait_for(asyncio.shield(receiver), timeout)
+                await call.done_writing()
+            else:
+                deadline = time.monotonic() + timeout
+                while len(acked) < sent and time.monotonic() < deadline:
+                    if receiver.done():
+                        receiver.result()
+                    await asyncio.sleep(0.05)
+                res.flows = sum(n for _, n in res.acks)
         finally:
             receiver.cancel()
             call.cancel()
