@@ -47,6 +47,7 @@ def run(
     ui: bool = True,
     ui_port: int = UI_PORT,
     rate: float = 15.0,
+    ui_address: str = "127.0.0.1",
 ) -> int:
     if os.geteuid() != 0:
         print("sensilla demo: needs root (network namespaces, eBPF)", file=sys.stderr)
@@ -91,11 +92,11 @@ def run(
             processes.start(
                 lab.dir,
                 "ui",
-                _cli("ui", "--relay", relay, "--port", str(ui_port)),
+                _cli("ui", "--relay", relay, "--port", str(ui_port), "--address", ui_address),
             )
-            if not _wait_port("127.0.0.1", ui_port, 60):
+            if not _wait_port(ui_address, ui_port, 60):
                 raise RuntimeError(f"the UI did not listen on port {ui_port} within 60 s")
-            say(f"UI: http://127.0.0.1:{ui_port}")
+            say(f"UI: http://{ui_address}:{ui_port}")
         say(f"try: sensilla observe --server {relay} --follow")
         say("     sensilla observe --verdict DROPPED --last 20")
         say("     sensilla policy explain --from x/a --to shop/db-0 --port 5432")

@@ -11,6 +11,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--no-ui", action="store_true", help="do not start the UI")
     p.add_argument("--ui-port", type=int, default=8501, help="UI port (default: %(default)s)")
+    p.add_argument(
+        "--ui-address", default="127.0.0.1", help="address the UI binds to (default: loopback)"
+    )
     p.add_argument("--rate", type=float, default=15.0, help="generated connections per second")
     p.set_defaults(handler=_demo)
 
@@ -19,5 +22,10 @@ def _demo(args: argparse.Namespace) -> int:
     from sensilla.demo import run
 
     return run(
-        args.name, duration=args.duration, ui=not args.no_ui, ui_port=args.ui_port, rate=args.rate
+        args.name,
+        duration=args.duration,
+        ui=not args.no_ui,
+        ui_port=args.ui_port,
+        rate=args.rate,
+        ui_address=args.ui_address,
     )
