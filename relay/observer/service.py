@@ -42,6 +42,7 @@ from relay.observer.limits import (
 )
 from relay.observer.state import RelayApi
 from relay.siem.serve import resumed_flows, wants_resume
+from relay.store import StoreError
 from relay.store import flowquery as fq
 from sensilla.filters import CompiledFilter, FilterError, compile_request_filters
 from sensilla.protos import flow_pb2, observer_pb2, observer_pb2_grpc, relay_pb2
@@ -172,8 +173,11 @@ class RelayObserver(observer_pb2_grpc.ObserverServicer):
             for ev in await self._node_events():
                 yield ev
             if plan.wants_history:
-                async for resp in self._history(plan, sub):
-                    yield resp
+                try:
+                    async for resp in self._history(plan, sub):
+                        yield resp
+                except StoreError as exc:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"the relay's store: {exc}")
             if sub is not None:
                 async for resp in self._live(plan, sub):
                     yield resp
@@ -271,10 +275,17 @@ class RelayObserver(observer_pb2_grpc.ObserverServicer):
 
     # --- nodes, namespaces, status ---------------------------------------------------
 
+    async def _nodes(self, context: grpc.aio.ServicerContext[Any, Any]) -> list[Any]:
+        try:
+            return await self.api.nodes()
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the relay's store: {exc}")
+            raise  # abort raises; for the type checker
+
     async def GetNodes(
         self, request: observer_pb2.GetNodesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> observer_pb2.GetNodesResponse:
-        nodes = await self.api.nodes()
+        nodes = await self._nodes(context)
         now = time.time_ns()
         out = observer_pb2.GetNodesResponse()
         for n in nodes:
@@ -298,7 +309,10 @@ class RelayObserver(observer_pb2_grpc.ObserverServicer):
         from relay.store import aggregates as agg
 
         since = int(time.time()) - NAMESPACE_WINDOW_S
-        names = set(await self.api.run(agg.recent_namespaces, self.api.store, since))
+        try:
+            names = set(await self.api.run(agg.recent_namespaces, self.api.store, since))
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the relay's store: {exc}")
         if self.api.source is not None:
             try:
                 names.update(await self.api.source.namespace_names())
@@ -314,10 +328,14 @@ class RelayObserver(observer_pb2_grpc.ObserverServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> observer_pb2.ServerStatusResponse:
         api = self.api
-        nodes = await api.nodes()
+        nodes = await self._nodes(context)
         down = [n.name for n in nodes if not n.connected]
+        try:
+            stored = await api.stored_flows()
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the relay's store: {exc}")
         return observer_pb2.ServerStatusResponse(
-            num_flows=await api.stored_flows(),
+            num_flows=stored,
             max_flows=0,
             seen_flows=api.broadcaster.published_flows,
             uptime_ns=api.uptime_ns,

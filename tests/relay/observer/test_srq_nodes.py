@@ -174,3 +174,36 @@ def test_srq_status_cli_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
     for cmd in ("status", "nodes"):
         assert cli([cmd, "--server", f"127.0.0.1:{free_port()}", "--timeout", "0.3"]) == 1
         assert "cannot reach" in capsys.readouterr().err
+
+
+def test_srq_store_down_is_unavailable(relay: RelayThread) -> None:
+    """Reads that need the store answer UNAVAILABLE (with the reason) when it fails."""
+    from relay.store import StoreUnavailable
+    from sensilla.protos import observer_pb2, observer_pb2_grpc, query_pb2, query_pb2_grpc
+
+    backend = relay.api.store.backend
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("srq: the server went away")
+
+    original = backend.query
+    backend.query = down
+    relay.api._cache.clear()
+    try:
+        with grpc.insecure_channel(relay.address) as ch:
+            obs, q = observer_pb2_grpc.ObserverStub(ch), query_pb2_grpc.QueryStub(ch)
+            calls = [
+                lambda: obs.ServerStatus(observer_pb2.ServerStatusRequest(), timeout=10),
+                lambda: obs.GetNodes(observer_pb2.GetNodesRequest(), timeout=10),
+                lambda: obs.GetNamespaces(observer_pb2.GetNamespacesRequest(), timeout=10),
+                lambda: list(obs.GetFlows(observer_pb2.GetFlowsRequest(number=3), timeout=10)),
+                lambda: q.ServiceMap(query_pb2.ServiceMapRequest(), timeout=10),
+                lambda: q.SearchFlows(query_pb2.SearchFlowsRequest(), timeout=10),
+            ]
+            for call in calls:
+                with pytest.raises(grpc.RpcError) as err:
+                    call()
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert "went away" in (err.value.details() or "")
+    finally:
+        backend.query = original
