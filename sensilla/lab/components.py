@@ -40,7 +40,7 @@ def relay_argv(lab: Lab, layout: LabLayout, extra: list[str]) -> list[str]:
     argv = ["relay", "--store", f"chdb://{lab.dir / 'relay-data'}"]
     for addr in listen:
         argv += ["--listen", addr]
-    argv += ["--source", f"lab:{lab.state.path}"]
+    argv += ["--source", f"lab:{lab.state.path}", "--metrics", "127.0.0.1:0"]
     argv += ["--ready-file", str(lab.dir / "relay.ready"), *extra]
     return _cli(*argv)
 
