@@ -50,10 +50,11 @@ class Follower:
         self.arrivals: dict[tuple[str, int], float] = {}
         self.lines = 0
         self.log = log
+        self._err = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = procs.Proc(
             argv,
             stdout=subprocess.PIPE,
-            stderr=open(log, "wb"),  # noqa: SIM115 - closed with the process
+            stderr=self._err,
             env={"PYTHONUNBUFFERED": "1"},
             cwd=ROOT,
         )
@@ -79,6 +80,7 @@ class Follower:
     def stop(self) -> None:
         self.proc.stop()
         self.thread.join(5)
+        self._err.close()
 
     def tail(self) -> str:
         try:
