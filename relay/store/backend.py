@@ -223,7 +223,9 @@ def _arrow_type(ch_type: str, values: Sequence[Any]) -> Any:
             return pa.binary() if isinstance(v, bytes) else pa.string()
         return pa.string()
     if ch_type == "Array(String)":
-        return pa.list_(pa.string())
+        # serialized messages (a batch marker's lost events) are bytes, not UTF-8
+        binary = any(isinstance(x, bytes) for v in values for x in v)
+        return pa.list_(pa.binary() if binary else pa.string())
     if ch_type.startswith("Array(") and ch_type[6:-1] in simple:
         return pa.list_(simple[ch_type[6:-1]])
     raise StoreError(f"no Arrow type for {ch_type}")
