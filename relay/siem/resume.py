@@ -152,6 +152,11 @@ class _BootReader:
     async def _load_markers(self) -> bool:
         c, b = self.cur.key
         s = self.stream
+        if self.scan_batch is None and self.scan_seq <= 0:
+            # nothing of this boot passed yet: from its first batch, so that loss
+            # reports in batches without flows (a restarted collector's first batch
+            # reports what was lost while it was down) are delivered too
+            self.scan_batch = 1
         if self.scan_batch is None:
             # positioning: the first batch holding a sequence above the cursor
             ms = await s.run(
