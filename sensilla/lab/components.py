@@ -6,6 +6,7 @@ link."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -29,15 +30,23 @@ class Options:
     # extra arguments for `sensilla collector` and `sensilla relay`
     collector_args: list[str] = field(default_factory=list)
     relay_args: list[str] = field(default_factory=list)
+    # the relay's store URL (default: chDB under the lab's directory)
+    store: str | None = None
+
+
+def store_url(lab: Lab, options: Options) -> str:
+    return options.store or f"chdb://{lab.dir / 'relay-data'}"
 
 
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "sensilla.cli.main", *args]
 
 
-def relay_argv(lab: Lab, layout: LabLayout, extra: list[str]) -> list[str]:
+def relay_argv(
+    lab: Lab, layout: LabLayout, extra: list[str], store: str | None = None
+) -> list[str]:
     listen = [layout.relay_loopback] + [f"{n.mgmt_root_v4}:{RELAY_PORT}" for n in layout.nodes]
-    argv = ["relay", "--store", f"chdb://{lab.dir / 'relay-data'}"]
+    argv = ["relay", "--store", store or f"chdb://{lab.dir / 'relay-data'}"]
     for addr in listen:
         argv += ["--listen", addr]
     argv += ["--source", f"lab:{lab.state.path}", "--metrics", "127.0.0.1:0"]
@@ -87,8 +96,10 @@ def start(lab: Lab, layout: LabLayout, options: Options, say: Callable[[str], No
     relay listens), then wait for all of them to be ready."""
     relay_proc = None
     if options.relay:
-        say("starting the relay (chDB)")
-        relay_proc = processes.start(lab.dir, "relay", relay_argv(lab, layout, options.relay_args))
+        say("starting the relay (chDB)" if options.store is None else "starting the relay")
+        relay_proc = processes.start(
+            lab.dir, "relay", relay_argv(lab, layout, options.relay_args, options.store)
+        )
     collectors = []
     starting = []
     if options.collectors:
@@ -119,10 +130,15 @@ def start(lab: Lab, layout: LabLayout, options: Options, say: Callable[[str], No
                 "addresses": ready.get("addresses", []),
                 "management": [f"{n.mgmt_root_v4}:{RELAY_PORT}" for n in layout.nodes],
                 "metrics": ready.get("metrics"),
-                "store": f"chdb://{lab.dir / 'relay-data'}",
+                "store": _redacted(store_url(lab, options)),
             }
         )
     for s in starting:
         s.wait()
     if collectors:
         lab.update_description(collectors=collectors)
+
+
+def _redacted(url: str) -> str:
+    """The store URL as lab status shows it: without a password in the URL."""
+    return re.sub(r"^([a-z]+://[^:/@?]*):[^@/?]*@", r"\1@", url)
