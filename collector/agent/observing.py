@@ -111,6 +111,8 @@ class ObservingHalf:
         self.batcher: Batcher | None = None
         self.shipper: Shipper | None = None
         self.events_read = 0
+        self._spool_losses_counted = 0
+        self._spool_lock = threading.Lock()
         self._aggregation = AGGREGATION_LEVELS.get(config.aggregation or "medium", L.AGG_MEDIUM)
 
     # --- set-up ---------------------------------------------------------------------
@@ -216,11 +218,23 @@ class ObservingHalf:
             self.metrics.observe(flows)
             batcher = self.batcher
             for f in flows:
-                if batcher is not None and not batcher.add(f.SerializeToString()):
-                    self.metrics.lost("spool_full", 1)
+                if batcher is not None:
+                    batcher.add(f.SerializeToString())
                 out.append(Event(flow=f, node_name=self.ctx.node, time=f.time))
+            self._count_spool_losses()
         if out:
             self.ring.append_threadsafe(out)
+
+    def _count_spool_losses(self) -> None:
+        """Flows the batcher dropped (spool full, disk full: when a flow arrives or
+        when a batch fails to seal) into sensilla_lost_events_total{source="spool_full"}."""
+        if self.batcher is None:
+            return
+        with self._spool_lock:
+            dropped = self.batcher.flows_dropped
+            if dropped > self._spool_losses_counted:
+                self.metrics.lost("spool_full", dropped - self._spool_losses_counted)
+                self._spool_losses_counted = dropped
 
     # --- the component ---------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -283,6 +297,7 @@ class ObservingHalf:
         assert self.batcher is not None
         while not stop.is_set():
             self.batcher.seal_if_due()
+            self._count_spool_losses()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=0.05)
 

@@ -37,6 +37,7 @@ class Batcher:
         self._opened_at = 0.0
         self._lost: list[flow_pb2.LostEvent] = []
         self._overflow_pending = 0
+        self._gap = False  # a flow was dropped after the open batch's flows
         self.next_sequence = 1 + max(
             (b.sequence for b in spool.unacked() if b.boot_id == boot_id), default=0
         )
@@ -53,16 +54,30 @@ class Batcher:
             if not self.spool.room_for(self._bytes + len(flow) + 64):
                 self.flows_dropped += 1
                 self._overflow_pending += 1
+                # a batch's flows must have consecutive sequences (the relay rejects
+                # anything else): the flows before this gap go in a batch of their own
+                self._gap = bool(self._flows)
                 return False
+            if self._gap:
+                sealed = self._seal_locked()
+                if not self.spool.room_for(len(flow) + 64):
+                    self.flows_dropped += 1
+                    self._overflow_pending += 1
+                    return self._dropped_after(sealed)
             if not self._flows:
                 self._opened_at = self.clock()
             self._flows.append(flow)
             self._bytes += len(flow) + 4
             if len(self._flows) >= self.max_flows or self._bytes >= self.max_bytes:
-                sealed = self._seal_locked()
+                sealed = self._seal_locked() or sealed
         if sealed and self.on_sealed is not None:
             self.on_sealed()
         return True
+
+    def _dropped_after(self, sealed: bool) -> bool:
+        if sealed and self.on_sealed is not None:
+            self.on_sealed()
+        return False
 
     def add_lost(self, event: flow_pb2.LostEvent) -> None:
         """Report a loss upstream with the next batch."""
@@ -89,6 +104,7 @@ class Batcher:
         return sealed
 
     def _seal_locked(self) -> bool:
+        self._gap = False  # whatever happens, the open batch is empty afterwards
         lost = list(self._lost)
         if self._overflow_pending:
             lost.append(

@@ -108,27 +108,54 @@ class Spool:
 
     # --- writing ----------------------------------------------------------------------
     def _roll(self) -> None:
-        if self._active_file is not None:
-            self._active_file.close()  # type: ignore[attr-defined]
         nxt = max(self._segment_sizes, default=0) + 1
+        new = open(self._path(nxt), "ab")  # noqa: SIM115 - kept open
+        if self._active_file is not None:
+            with contextlib.suppress(OSError):
+                self._active_file.close()  # type: ignore[attr-defined]
         self._active = nxt
+        self._active_file = new
         self._segment_sizes[nxt] = 0
         self._live_per_segment.setdefault(nxt, 0)
-        self._active_file = open(self._path(nxt), "ab")  # noqa: SIM115 - kept open
+
+    def _undo_partial_write(self) -> None:
+        """After a failed write (disk full, I/O error): cut the active segment back to
+        its last whole record and reopen it, so the next append starts clean."""
+        f, self._active_file = self._active_file, None
+        if f is not None:
+            with contextlib.suppress(OSError):
+                f.close()  # type: ignore[attr-defined]  # unwritten bytes are dropped
+        seg = self._active
+        if seg is None:
+            return
+        path = self._path(seg)
+        try:
+            os.truncate(path, self._segment_sizes[seg])
+            self._active_file = open(path, "ab")  # noqa: SIM115 - kept open
+        except OSError:
+            self._active = None  # the next append rolls to a new segment
+            if not self._live_per_segment.get(seg):
+                self._drop_segment(seg)
 
     def append(self, boot_id: int, sequence: int, flows: int, payload: bytes) -> SpooledBatch:
         with self._lock:
             if not self.room_for(len(payload)):
                 raise SpoolFull(f"spool full ({self.disk_bytes} of {self.max_bytes} bytes)")
-            if self._active is None or self._segment_sizes[self._active] >= self.segment_bytes:
-                self._roll()
-            assert self._active is not None and self._active_file is not None
-            seg = self._active
-            f = self._active_file
             header = _HEADER.pack(boot_id, sequence, flows, len(payload), zlib.crc32(payload))
-            f.write(header)  # type: ignore[attr-defined]
-            f.write(payload)  # type: ignore[attr-defined]
-            f.flush()  # type: ignore[attr-defined]
+            try:
+                if self._active is None or self._segment_sizes[self._active] >= self.segment_bytes:
+                    self._roll()
+                assert self._active is not None and self._active_file is not None
+                seg = self._active
+                f = self._active_file
+                f.write(header)  # type: ignore[attr-defined]
+                f.write(payload)  # type: ignore[attr-defined]
+                f.flush()  # type: ignore[attr-defined]
+            except OSError as exc:
+                # the disk is full (or failing): the batch is not spooled; the caller
+                # counts its flows as lost, like a full spool
+                self._undo_partial_write()
+                raise SpoolFull(f"spool disk: {exc.strerror or exc}") from exc
             offset = self._segment_sizes[seg] + _HEADER.size
             self._segment_sizes[seg] = offset + len(payload)
             keep = self.memory_bytes + len(payload) <= self.memory_budget
