@@ -393,30 +393,39 @@ def _pairs_query(
     return out
 
 
-def top_dropped_pairs(
-    store: Store, w: Window, namespaces: Sequence[str] = (), limit: int = 20
-) -> list[DropPairRow]:
-    """The pairs (source, destination, protocol, port, reason) with the most dropped
-    flows (requests, not replies) in the window."""
-    return _pairs_query(store, w, namespaces, limit=limit)
+def _pair_key_sql() -> str:
+    """One string per pair base over raw flows: source id, destination id, protocol
+    and port, each length-prefixed (so no value can pass for two parts)."""
+    s, d = endpoint_sql("src", rollup=False), endpoint_sql("dst", rollup=False)
+    parts = [s.id, d.id, "protocol", "toString(dst_port)"]
+    return "concat(" + ", '|', ".join(f"toString(length({p})), ':', {p}" for p in parts) + ")"
 
 
-def _pair_conditions(
-    pairs: Sequence[tuple[str, str, str, int]], params: dict[str, Any], prefix: str
+def pair_key(base: tuple[str, str, str, int]) -> str:
+    """``_pair_key_sql`` of a base, computed here (lengths in UTF-8 bytes)."""
+    return "|".join(f"{len(str(p).encode())}:{p}" for p in base)
+
+
+def _namespace_of(workload_id: str) -> list[str]:
+    if workload_id.startswith("reserved:"):
+        return [""]
+    parts = workload_id.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _pairs_condition(
+    bases: Sequence[tuple[str, str, str, int]], params: dict[str, Any], prefix: str
 ) -> str:
-    alts = []
-    for i, (sid, did, proto, port) in enumerate(pairs):
-        c1, p1 = workload_id_condition("src", sid, f"{prefix}{i}s_")
-        c2, p2 = workload_id_condition("dst", did, f"{prefix}{i}d_")
-        params.update(p1)
-        params.update(p2)
-        params[f"{prefix}{i}pr"] = proto
-        params[f"{prefix}{i}po"] = port
-        alts.append(
-            f"({c1} AND {c2} AND protocol = {{{prefix}{i}pr:String}} AND "
-            f"dst_port = {{{prefix}{i}po:UInt16}})"
-        )
-    return "(" + " OR ".join(alts) + ")" if alts else "0"
+    """Raw flows of these pair bases: namespaces first (the primary key prunes by
+    them), then the pair key."""
+    params[f"{prefix}sns"] = sorted({n for b in bases for n in _namespace_of(b[0])}) or [""]
+    params[f"{prefix}dns"] = sorted({n for b in bases for n in _namespace_of(b[1])}) or [""]
+    params[f"{prefix}keys"] = sorted({pair_key(b) for b in bases})
+    return (
+        f"src_namespace IN {{{prefix}sns:Set(String)}} AND "
+        f"dst_namespace IN {{{prefix}dns:Set(String)}} AND "
+        f"{_pair_key_sql()} IN {{{prefix}keys:Set(String)}}"
+    )
 
 
 def _raw_window(w: Window) -> str:
@@ -425,33 +434,64 @@ def _raw_window(w: Window) -> str:
     return f"time >= {fn}(toDateTime({{w_since:DateTime}})) AND {fn}(time) < {{w_until:DateTime}}"
 
 
+def _position_sql() -> str:
+    return "concat(collector_id, '/', toString(boot_id), '/', toString(seq))"
+
+
+def top_dropped_pairs(
+    store: Store, w: Window, namespaces: Sequence[str] = (), limit: int = 20
+) -> list[DropPairRow]:
+    """The pairs (source, destination, protocol, port, reason) with the most dropped
+    flows (requests, not replies) in the window."""
+    return _pairs_query(store, w, namespaces, limit=limit)
+
+
 def pair_details(store: Store, w: Window, pairs: Sequence[DropPairRow]) -> None:
     """Fill, from raw dropped flows in the window, each pair's denying policies,
-    exact first and last times and its last flow (serialized)."""
+    exact first and last times and its last flow (serialized). Two reads: the
+    aggregates with the last flow's position, then those few flows."""
     if not pairs:
         return
     params: dict[str, Any] = {"w_since": max(0, w.since), "w_until": max(0, w.until)}
     bases = list(dict.fromkeys(p.base for p in pairs))
-    in_window = _raw_window(w)
-    cond = _pair_conditions(bases, params, "pd")
+    cond = _pairs_condition(bases, params, "pd")
     s, d = endpoint_sql("src", rollup=False), endpoint_sql("dst", rollup=False)
     rows = store.backend.query(
         f"SELECT {s.id} AS sid, {d.id} AS did, protocol, dst_port, drop_reason, "
         f"groupUniqArrayArray(policies_denied), min(time_ns), max(time_ns), "
-        f"argMax(flow, time_ns) FROM {store.t('flows')} "
-        f"WHERE {in_window} AND verdict = {VERDICT_DROPPED} "
+        f"argMax({_position_sql()}, time_ns) FROM {store.t('flows')} "
+        f"WHERE {_raw_window(w)} AND verdict = {VERDICT_DROPPED} "
         f"AND is_reply != {REPLY_TRUE} AND {cond} "
         f"GROUP BY sid, did, protocol, dst_port, drop_reason",
         params,
-        binary=(8,),
     )
     by_key: dict[tuple[str, str, str, int, int], list[DropPairRow]] = {}
     for p in pairs:
         by_key.setdefault((*p.base, p.reason), []).append(p)
-    for sid, did, proto, port, reason, policies, lo, hi, flow in rows:
+    last: dict[str, list[DropPairRow]] = {}
+    for sid, did, proto, port, reason, policies, lo, hi, pos in rows:
         for p in by_key.get((sid, did, proto, int(port), int(reason)), []):
             p.policies = sorted(str(x) for x in policies if x)
-            p.first_ns, p.last_ns, p.last_flow = int(lo), int(hi), bytes(flow)
+            p.first_ns, p.last_ns = int(lo), int(hi)
+            last.setdefault(str(pos), []).append(p)
+    if not last:
+        return
+    times = [p.last_ns for ps in last.values() for p in ps]
+    flows = store.backend.query(
+        f"SELECT {_position_sql()} AS pos, flow FROM {store.t('flows')} "
+        f"WHERE time >= {{lo:DateTime}} AND time <= {{hi:DateTime}} AND "
+        f"time_ns IN {{ts:Set(Int64)}} AND pos IN {{ps:Set(String)}} LIMIT 1 BY pos",
+        {
+            "lo": max(0, min(times) // 10**9),
+            "hi": min(2**32 - 1, max(times) // 10**9),
+            "ts": sorted(set(times)),
+            "ps": sorted(last),
+        },
+        binary=(1,),
+    )
+    for pos, blob in flows:
+        for p in last.get(str(pos), []):
+            p.last_flow = bytes(blob)
 
 
 def forwarded_first(
@@ -461,13 +501,13 @@ def forwarded_first(
     if not bases:
         return {}
     params: dict[str, Any] = {"w_since": max(0, w.since), "w_until": max(0, w.until)}
-    cond = _pair_conditions(bases, params, "ff")
-    in_window = _raw_window(w)
+    cond = _pairs_condition(bases, params, "ff")
     s, d = endpoint_sql("src", rollup=False), endpoint_sql("dst", rollup=False)
     rows = store.backend.query(
         f"SELECT {s.id} AS sid, {d.id} AS did, protocol, dst_port, min(time_ns) "
-        f"FROM {store.t('flows')} WHERE {in_window} AND verdict = {VERDICT_FORWARDED} AND "
-        f"is_reply != {REPLY_TRUE} AND {cond} GROUP BY sid, did, protocol, dst_port",
+        f"FROM {store.t('flows')} WHERE {_raw_window(w)} AND "
+        f"verdict = {VERDICT_FORWARDED} AND is_reply != {REPLY_TRUE} AND {cond} "
+        f"GROUP BY sid, did, protocol, dst_port",
         params,
     )
     return {(str(a), str(b), str(c), int(p)): int(t) for a, b, c, p, t in rows}
