@@ -32,7 +32,7 @@ from collector.metrics import CollectorMetrics
 from collector.observer.ring import Event, FlowRing
 from collector.observer.server import start_observer_server
 from collector.observer.service import LocalObserver
-from collector.shipping.batcher import Batcher
+from collector.shipping.batcher import Batcher, BootLedger
 from collector.shipping.shipper import Shipper
 from collector.shipping.spool import Spool
 from datapath import layout as L
@@ -109,6 +109,7 @@ class ObservingHalf:
         self.enrichment = _Enrichment(ctx)
         self.spool: Spool | None = None
         self.batcher: Batcher | None = None
+        self.ledger: BootLedger | None = None
         self.shipper: Shipper | None = None
         self.events_read = 0
         self._spool_losses_counted = 0
@@ -133,13 +134,32 @@ class ObservingHalf:
             self.boot_id,
             observer_address=self.config.listen or "",
         )
+        self.ledger = BootLedger(spool_dir, self.boot_id)
         self.batcher = Batcher(
             self.spool,
             self.boot_id,
             max_flows=self.config.batch_flows,
             max_delay_s=self.config.batch_delay_s,
             on_sealed=self.shipper.notify,
+            ledger=self.ledger,
         )
+        self._report_earlier_boots(spool_dir)
+
+    def _report_earlier_boots(self, spool_dir: Path) -> None:
+        """Flows an earlier boot built but never spooled (it was killed with a batch
+        open) are lost: reported as a LostEvent in this boot's first batch."""
+        assert self.batcher is not None
+        earlier = BootLedger.earlier(spool_dir, self.boot_id)
+        lost = sum(n for _, n in earlier)
+        if lost:
+            log.warning("an earlier run of this collector lost %d flows (killed)", lost)
+            ev = lost_event(flow_pb2.OBSERVER_EVENTS_QUEUE, lost)
+            self.batcher.add_lost(ev)
+            self.metrics.lost("collector_restart", lost)
+            if not self.batcher.flush():
+                return  # no room to report it now: the ledgers stay for the next start
+        for path, _ in earlier:
+            path.unlink(missing_ok=True)
 
     def _register_gauges(self) -> None:
         m = self.metrics
@@ -217,6 +237,8 @@ class ObservingHalf:
             self.events_read += len(flows)
             self.metrics.observe(flows)
             batcher = self.batcher
+            if batcher is not None:
+                batcher.expect(len(flows))
             for f in flows:
                 if batcher is not None:
                     batcher.add(f.SerializeToString())
@@ -286,6 +308,9 @@ class ObservingHalf:
                     await asyncio.wait_for(t, timeout=10)
             if self.batcher is not None:
                 self.batcher.flush()
+                if self.ledger is not None:
+                    complete = self.ledger.handed == self.ledger.accounted
+                    self.ledger.close(remove=complete)  # what is left is reported next time
             if self.spool is not None:
                 self.spool.close()
             await server.stop(grace=1)
