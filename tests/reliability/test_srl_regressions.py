@@ -237,3 +237,57 @@ def test_srl_stream_delivers_loss_reports_without_flows() -> None:
             store.close()
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+# --- 5. a SIGKILLed collector lost its open batch without a word -----------------
+
+
+@pytest.mark.unit
+def test_srl_killed_collectors_open_batch_is_reported_by_the_next_run(tmp_path: Path) -> None:
+    """Flows built but not yet sealed into the spool (up to one batch delay) vanished
+    with a SIGKILLed collector, and nothing reported them. The boot ledger counts flows
+    handed to the batcher and flows accounted for; the next run reports the
+    difference as a LostEvent in its first batch and in sensilla_lost_events_total."""
+    from collector.agent.observing import ObserveConfig, ObservingHalf
+    from collector.shipping.batcher import BootLedger
+
+    spool_dir = tmp_path / "n1"
+    spool = Spool(spool_dir)
+    ledger = BootLedger(spool_dir, 7)
+    b = Batcher(spool, boot_id=7, max_flows=4, ledger=ledger)
+    b.expect(10)
+    for i in range(1, 11):
+        b.add(flow_bytes(i))
+    assert len(spool) == 2  # 8 flows spooled, 2 in the open batch: then SIGKILL
+    spool.close()
+    ledger.close()
+
+    config = ObserveConfig(relay="127.0.0.1:9", spool_dir=str(tmp_path), collector_id="n1")
+    half = ObservingHalf(types.SimpleNamespace(node="n1"), config)  # type: ignore[arg-type]
+    half._setup_shipping()
+    assert half.spool is not None and half.ledger is not None
+    mine = [x for x in spooled_batches(half.spool) if x.boot_id == half.boot_id]
+    assert len(mine) == 1 and not mine[0].flows
+    [ev] = mine[0].lost_events
+    assert (ev.source, ev.num_events_lost) == (flow_pb2.OBSERVER_EVENTS_QUEUE, 2)
+    assert half.metrics.snapshot()["lost_events"] == {"collector_restart": 2}
+    assert not (spool_dir / "boot-7.ledger").exists()  # reported once
+    # the earlier boot's spooled batches are still there to be resent
+    assert [x.key for x in half.spool.unacked() if x.boot_id == 7] == [(7, 1), (7, 2)]
+    half.spool.close()
+    half.ledger.close()
+
+
+@pytest.mark.unit
+def test_srl_ledger_of_a_clean_run_reports_nothing(tmp_path: Path) -> None:
+    from collector.shipping.batcher import BootLedger
+
+    spool = Spool(tmp_path)
+    ledger = BootLedger(tmp_path, 3)
+    b = Batcher(spool, boot_id=3, max_flows=4, ledger=ledger)
+    b.expect(6)
+    for i in range(1, 7):
+        b.add(flow_bytes(i, boot=3))
+    b.flush()
+    assert (ledger.handed, ledger.accounted) == (6, 6)
+    assert BootLedger.earlier(tmp_path, 4) == [(tmp_path / "boot-3.ledger", 0)]
