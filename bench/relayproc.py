@@ -79,7 +79,9 @@ class Relay:
             cmd = [sys.executable, "-m", "bench.relayproc", *common]
             cmd += ["--followers", str(self.followers)]
         else:
-            cmd = [sys.executable, "-m", "sensilla.cli.main", "relay", *common, *self.args]
+            # plaintext on loopback, explicitly (docs/security.md)
+            cmd = [sys.executable, "-m", "sensilla.cli.main", "relay", "--insecure", *common]
+            cmd += self.args
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd,

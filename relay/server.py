@@ -59,6 +59,8 @@ class RelayConfig:
     source: str | None = None  # lab:DIR | kubernetes[:KUBECONFIG], for Explain and nodes
     limits: Limits = field(default_factory=Limits)  # of the read APIs
     exporters: Any = None  # relay.siem.config.ExportersConfig (--exporter-config), docs/siem.md
+    tls: Any = None  # sensilla.security.tls.ServerTLS; None: plaintext (docs/security.md)
+    auth: Any = None  # sensilla.security.tokens.TokenStore; None: every client is admin
 
 
 ServiceHook = Callable[["RelayServer"], None]
@@ -82,6 +84,7 @@ class RelayServer:
         self.server: grpc.aio.Server | None = None
         self.addresses: list[str] = []
         self.metrics_address: str | None = None
+        self.tls_credentials: Any = None  # ReloadingServerCredentials when TLS is on
         from relay.observer.wiring import install
 
         self._hooks: list[ServiceHook] = [install]
@@ -132,7 +135,13 @@ class RelayServer:
         )
         self.ingest = IngestService(self.writer, self.metrics)
         self.writer.add_listener(self._on_flow_state)
+        interceptors = []
+        if c.auth is not None:
+            from sensilla.security.tokens import AuthInterceptor
+
+            interceptors.append(AuthInterceptor(c.auth))
         self.server = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", c.max_message_bytes),
                 ("grpc.max_send_message_length", c.max_message_bytes),
@@ -150,9 +159,17 @@ class RelayServer:
         for hook in self._hooks:
             hook(self)
         self.addresses = []
+        self.tls_credentials = None
+        if c.tls is not None:
+            from sensilla.security.tls import ReloadingServerCredentials
+
+            self.tls_credentials = ReloadingServerCredentials(c.tls)
         for addr in c.listen:
             host, _ = split_host_port(addr)
-            port = self.server.add_insecure_port(addr)
+            if self.tls_credentials is not None:
+                port = self.server.add_secure_port(addr, self.tls_credentials.credentials())
+            else:
+                port = self.server.add_insecure_port(addr)
             if port == 0:
                 raise OSError(f"cannot listen on {addr}")
             shown = f"[{host}]" if ":" in host else host
@@ -163,7 +180,13 @@ class RelayServer:
         await self.health.set(INGEST_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         if c.metrics_address:
             self._start_metrics(c.metrics_address)
-        log.info("relay: serving on %s (store %s)", ", ".join(self.addresses), url.redacted())
+        log.info(
+            "relay: serving on %s (%s%s; store %s)",
+            ", ".join(self.addresses),
+            c.tls.describe() if c.tls is not None else "plaintext",
+            ", bearer tokens" if c.auth is not None else "",
+            url.redacted(),
+        )
         if c.ready_file:
             self._write_ready_file(c.ready_file)
 

@@ -46,6 +46,7 @@ from relay.store import StoreError
 from relay.store import flowquery as fq
 from sensilla.filters import CompiledFilter, FilterError, compile_request_filters
 from sensilla.protos import flow_pb2, observer_pb2, observer_pb2_grpc, relay_pb2
+from sensilla.security.scope import current_scope
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,8 @@ class GetFlowsPlan:
         self.number = int(request.number)
         self.first = bool(request.first)
         self.follow = bool(request.follow)
+        # the caller's namespaces (sensilla.security): ANDed with the filters
+        self.scope = current_scope()
 
     @property
     def wants_history(self) -> bool:
@@ -120,14 +123,19 @@ class GetFlowsPlan:
 
     def selection(self, cut: dict[tuple[str, int], int] | None) -> fq.FlowSelection:
         where, params = self.compiled.sql("native")
-        return fq.FlowSelection(
+        sel = fq.FlowSelection(
             where=where, params=params, since_ns=self.since, until_ns=self.until, upto=cut
         )
+        if not self.scope.unrestricted:
+            cond, p = self.scope.sql_condition()
+            sel.extra.append(cond)
+            sel.params.update(p)
+        return sel
 
     def live_passes(self, flow: flow_pb2.Flow) -> bool:
         if self.since is not None and flow.time.ToNanoseconds() < self.since:
             return False
-        return self.compiled.matches(flow)
+        return self.scope.allows_flow(flow) and self.compiled.matches(flow)
 
 
 def history_chunks(
@@ -318,8 +326,12 @@ class RelayObserver(observer_pb2_grpc.ObserverServicer):
                 names.update(await self.api.source.namespace_names())
             except Exception as exc:  # the source is not readable: flows still count
                 log.warning("source namespaces unavailable: %s", exc)
+        scope = current_scope()
         return observer_pb2.GetNamespacesResponse(
-            namespaces=[observer_pb2.Namespace(namespace=n) for n in sorted(names)]
+            namespaces=[
+                observer_pb2.Namespace(namespace=n) for n in sorted(names)
+                if scope.allows_namespace(n)
+            ]
         )
 
     async def ServerStatus(

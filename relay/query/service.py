@@ -41,6 +41,7 @@ from relay.store.params import ParamError
 from relay.store.rows import flow_extension
 from sensilla.filters import FilterError, compile_request_filters
 from sensilla.protos import flow_pb2, query_pb2, query_pb2_grpc, relay_pb2
+from sensilla.security.scope import current_scope
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,12 @@ def choose_step(w: agg.Window, requested: int, limits: Any, *, allow_raw: bool) 
     return max(res, math.ceil(step / res) * res), False
 
 
+def scoped_namespaces(limits: Any, field: str, requested: Any) -> list[str] | None:
+    """The request's namespaces within the caller's scope (sensilla.security): []
+    for every namespace (admin only), None when nothing is visible."""
+    return current_scope().restrict(check_namespaces(limits, field, requested))
+
+
 def workload_proto(d: dict[str, Any]) -> query_pb2.Workload:
     return query_pb2.Workload(
         id=d["id"], namespace=d["namespace"], name=d["name"], kind=d["kind"],
@@ -149,10 +156,12 @@ class QueryService(query_pb2_grpc.QueryServicer):
         self, request: query_pb2.ServiceMapRequest, context: Any
     ) -> query_pb2.ServiceMapResponse:
         w = window_s(request.window)
-        namespaces = check_namespaces(self.limits, "namespaces", request.namespaces)
+        namespaces = scoped_namespaces(self.limits, "namespaces", request.namespaces)
         max_edges = request.max_edges or self.limits.default_edges
         if max_edges > self.limits.max_edges:
             raise invalid(f"max_edges: at most {self.limits.max_edges}")
+        if namespaces is None:
+            return query_pb2.ServiceMapResponse()
         hides = agg.Hides(
             dns=request.hide_dns,
             host=request.hide_host,
@@ -187,8 +196,10 @@ class QueryService(query_pb2_grpc.QueryServicer):
         self, request: query_pb2.FlowRatesRequest, context: Any
     ) -> query_pb2.FlowRatesResponse:
         w = window_s(request.window)
-        namespaces = check_namespaces(self.limits, "namespaces", request.namespaces)
+        namespaces = scoped_namespaces(self.limits, "namespaces", request.namespaces)
         step, raw = choose_step(w, request.step_seconds, self.limits, allow_raw=True)
+        if namespaces is None:
+            return query_pb2.FlowRatesResponse(step_seconds=step)
         rows = await self.api.run(
             functools.partial(agg.flow_rates, raw=raw), self.api.store, w, step, namespaces
         )
@@ -202,11 +213,13 @@ class QueryService(query_pb2_grpc.QueryServicer):
         self, request: query_pb2.DropSummaryRequest, context: Any
     ) -> query_pb2.DropSummaryResponse:
         w = window_s(request.window)
-        namespaces = check_namespaces(self.limits, "namespaces", request.namespaces)
+        namespaces = scoped_namespaces(self.limits, "namespaces", request.namespaces)
         limit = request.limit or self.limits.default_pairs
         if limit > self.limits.max_pairs:
             raise invalid(f"limit: at most {self.limits.max_pairs}")
         step, _ = choose_step(w, request.step_seconds, self.limits, allow_raw=False)
+        if namespaces is None:
+            return query_pb2.DropSummaryResponse(step_seconds=step)
         store = self.api.store
         recent_from = w.since + (w.until - w.since) * 3 // 4
 
@@ -287,6 +300,11 @@ class QueryService(query_pb2_grpc.QueryServicer):
                 cond, p = agg.workload_id_condition(side, wid, prefix)
                 sel.extra.append(cond)
                 sel.params.update(p)
+        scope = current_scope()
+        if not scope.unrestricted:  # only flows from or to the caller's namespaces
+            cond, p = scope.sql_condition()
+            sel.extra.append(cond)
+            sel.params.update(p)
         store = self.api.store
 
         def load() -> list[tuple[fq.Key, bytes]]:
@@ -323,10 +341,13 @@ class QueryService(query_pb2_grpc.QueryServicer):
         self, request: query_pb2.ListEndpointsRequest, context: Any
     ) -> query_pb2.ListEndpointsResponse:
         namespaces = set(check_namespaces(self.limits, "namespaces", request.namespaces))
+        scope = current_scope()
         view = await self._source().view()
         resp = query_pb2.ListEndpointsResponse()
         for key, pod in sorted(view.state.pods.items()):
             if namespaces and pod.namespace not in namespaces:
+                continue
+            if not scope.allows_namespace(pod.namespace):
                 continue
             ep = resp.endpoints.add(
                 namespace=pod.namespace,
@@ -346,8 +367,24 @@ class QueryService(query_pb2_grpc.QueryServicer):
     ) -> query_pb2.ExplainResponse:
         for field in ("source", "destination", "protocol"):
             check_text(self.limits, field, getattr(request, field))
+        scope = current_scope()
+        ends = (request.source, request.destination)
+        if not scope.unrestricted and all("/" in e for e in ends) and not any(
+            scope.allows_namespace(e.split("/", 1)[0]) for e in ends
+        ):  # refused before looking pods up: no hint of what other namespaces hold
+            raise RequestError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "source, destination: neither is in a namespace this token may see",
+            )
         view = await self._source().view()
         resp, src, dst, port, protocol = explain_request(view.state, request)
+        if not scope.unrestricted and not any(
+            isinstance(e, Pod) and scope.allows_namespace(e.namespace) for e in (src, dst)
+        ):
+            raise RequestError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "source, destination: neither is in a namespace this token may see",
+            )
 
         def ep(e: Any) -> agg.Endpoint:
             return (e.namespace, e.name) if isinstance(e, Pod) else str(e)

@@ -128,11 +128,15 @@ async def resumed_flows(
         waker = asyncio.get_running_loop().create_task(_wake_on_publish(api, notifier, client))
         if context is not None:
             await context.send_initial_metadata((("sensilla-follow", "subscribed"),))
+    from sensilla.security.scope import current_scope
+
+    # a namespace-scoped caller (sensilla.security) gets only its namespaces' flows
+    scope = current_scope()
     stream = ResumeStream(
         api.store,
         api.executor,
         after=after,
-        matches=None if compiled.is_trivial else compiled.matches,
+        matches=scope.flow_predicate(None if compiled.is_trivial else compiled.matches),
         since_ns=since,
         until_ns=until,
         follow=request.follow,

@@ -59,6 +59,8 @@ class RelayProcess:
             str(self.ready),
             *self.args,
         ]
+        if not any(a.startswith("--tls-cert-file") for a in self.args):
+            cmd.append("--insecure")  # plaintext on loopback, explicitly
         with open(self.log, "ab") as log:
             log.write(f"\n=== start {self.starts + 1}\n".encode())
             self.proc = subprocess.Popen(

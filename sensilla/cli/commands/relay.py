@@ -63,6 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="FILE",
         help="run the exporters of this YAML/JSON file (files, syslog, stdout; docs/siem.md)",
     )
+    from sensilla.security.flags import add_server_flags
+
+    add_server_flags(p)
     api = p.add_argument_group("read APIs (Observer, query)")
     api.add_argument(
         "--source",
@@ -135,7 +138,13 @@ def _relay(args: argparse.Namespace) -> int:
             exporters = load_config(args.exporter_config)
         except ConfigError as exc:
             raise UsageError(f"--exporter-config: {exc}") from None
+    from sensilla.security.flags import server_tls, token_store
+
+    tls = server_tls(args, tcp=True, what="sensilla relay")
+    auth = token_store(args)
     config = RelayConfig(
+        tls=tls,
+        auth=auth,
         store_url=args.store,
         listen=listen,
         metrics_address=args.metrics,
