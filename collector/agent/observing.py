@@ -63,6 +63,11 @@ class ObserveConfig:
     report_interval_s: float | None = None
     batch_flows: int = 2000
     batch_delay_s: float = 0.2
+    # sensilla.security (docs/security.md): the Observer's TLS (ServerTLS) and tokens
+    # (TokenStore); how to reach the relay (ClientSecurity; None: plaintext)
+    tls: Any = None
+    auth: Any = None
+    relay_security: Any = None
 
 
 class _Enrichment:
@@ -126,6 +131,13 @@ class ObservingHalf:
             max_bytes=self.config.spool_max_bytes,
             memory_bytes=self.config.spool_memory_bytes,
         )
+        security = self.config.relay_security
+        extra: dict[str, Any] = {}
+        if security is not None:
+            from sensilla.security.tls import aio_channel
+
+            extra["channel_factory"] = lambda target: aio_channel(target, security)
+            extra["call_metadata"] = security.metadata
         self.shipper = Shipper(
             self.config.relay,
             self.spool,
@@ -133,6 +145,7 @@ class ObservingHalf:
             self.ctx.node,
             self.boot_id,
             observer_address=self.config.listen or "",
+            **extra,
         )
         self.ledger = BootLedger(spool_dir, self.boot_id)
         self.batcher = Batcher(
@@ -271,7 +284,11 @@ class ObservingHalf:
             namespaces=lambda: sorted(self.ctx.source.cluster_state().namespaces),
         )
         server, _health = await start_observer_server(
-            observer, self.config.socket_path, self.config.listen
+            observer,
+            self.config.socket_path,
+            self.config.listen,
+            tls=self.config.tls,
+            auth=self.config.auth,
         )
         metrics_server = None
         if self.config.metrics:
@@ -293,6 +310,7 @@ class ObservingHalf:
         if self.shipper is not None and self.batcher is not None:
             tasks.append(asyncio.ensure_future(self.shipper.run(stop)))
             tasks.append(asyncio.ensure_future(self._seal_timer(stop)))
+            tasks.append(asyncio.ensure_future(self._shipping_status(stop)))
         stopper = asyncio.ensure_future(stop.wait())
         try:
             done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -317,6 +335,30 @@ class ObservingHalf:
             if metrics_server is not None:
                 with contextlib.suppress(Exception):
                     metrics_server[0].shutdown()
+
+    def shipping_status(self) -> dict[str, Any]:
+        """What the status file says about shipping (a relay that refuses this
+        collector, e.g. its certificate, shows as connected false with last_error)."""
+        assert self.shipper is not None
+        st = self.shipper.stats
+        return {
+            "relay": self.config.relay,
+            "connected": st.connected,
+            "connects": st.connects,
+            "flows_acked": st.flows_acked,
+            "spooled_batches": len(self.spool) if self.spool is not None else 0,
+            "last_error": st.last_error,
+        }
+
+    async def _shipping_status(self, stop: asyncio.Event, interval: float = 1.0) -> None:
+        last: dict[str, Any] | None = None
+        while not stop.is_set():
+            now = self.shipping_status()
+            if now != last:
+                self.ctx.status.update(shipping=now)
+                last = now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
 
     async def _seal_timer(self, stop: asyncio.Event) -> None:
         assert self.batcher is not None

@@ -15,6 +15,7 @@ from collector.observer.ring import Event, FlowRing
 from sensilla import __version__
 from sensilla.filters import CompiledFilter, FilterError, compile_request
 from sensilla.protos import flow_pb2, observer_pb2, observer_pb2_grpc, relay_pb2
+from sensilla.security.scope import current_scope
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,9 @@ class LocalObserver(observer_pb2_grpc.ObserverServicer):
         since = request.since.ToNanoseconds() if request.HasField("since") else None
         until = request.until.ToNanoseconds() if request.HasField("until") else None
         mask = request.field_mask if request.HasField("field_mask") else None
+        # a namespace-scoped caller (sensilla.security) sees its namespaces' flows only
+        scope = current_scope()
+        matches = scope.flow_predicate(compiled.matches) or compiled.matches
         # subscribe before reading history so nothing falls between the two
         follower = self.ring.subscribe(self.follower_queue) if request.follow else None
         try:
@@ -97,7 +101,7 @@ class LocalObserver(observer_pb2_grpc.ObserverServicer):
                 e
                 for e in list(self.ring.events)
                 if in_window(e, since, until)
-                and (not e.HasField("flow") or compiled.matches(e.flow))
+                and (not e.HasField("flow") or matches(e.flow))
             ]
             number = request.number
             if number:
@@ -112,7 +116,7 @@ class LocalObserver(observer_pb2_grpc.ObserverServicer):
             # so its queue holds exactly the events that came after it.
             async for e in follower:
                 if e.HasField("flow") and (
-                    not compiled.matches(e.flow) or not in_window(e, None, until)
+                    not matches(e.flow) or not in_window(e, None, until)
                 ):
                     continue
                 yield masked(e, mask)
@@ -147,8 +151,13 @@ class LocalObserver(observer_pb2_grpc.ObserverServicer):
                 )
         if self.namespaces is not None:
             names.update(self.namespaces())
+        scope = current_scope()
         return observer_pb2.GetNamespacesResponse(
-            namespaces=[observer_pb2.Namespace(namespace=n) for n in sorted(names)]
+            namespaces=[
+                observer_pb2.Namespace(namespace=n)
+                for n in sorted(names)
+                if scope.allows_namespace(n)
+            ]
         )
 
     async def ServerStatus(

@@ -58,6 +58,7 @@ class Shipper:
         backoff_max_s: float = 2.0,
         hello_timeout_s: float = 5.0,
         channel_factory: Callable[[str], grpc.aio.Channel] | None = None,
+        call_metadata: Callable[[], list[tuple[str, str]]] | None = None,
     ) -> None:
         self.target = target
         self.spool = spool
@@ -69,7 +70,9 @@ class Shipper:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.hello_timeout_s = hello_timeout_s
+        # a new channel per session: TLS files are read again on every reconnect
         self.channel_factory = channel_factory or (lambda t: grpc.aio.insecure_channel(t))
+        self.call_metadata = call_metadata  # e.g. the bearer token, read per session
         self.stats = ShipperStats()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -118,13 +121,14 @@ class Shipper:
         return wire.push_hello(hello.SerializeToString())
 
     async def _session(self, stop: asyncio.Event) -> None:
+        metadata = self.call_metadata() if self.call_metadata is not None else None
         channel = self.channel_factory(self.target)
         try:
             call = channel.stream_stream(
                 PUSH_METHOD,
                 request_serializer=_identity,
                 response_deserializer=ingest_pb2.PushResponse.FromString,
-            )()
+            )(metadata=metadata)
             await call.write(self._hello())
             first = await asyncio.wait_for(call.read(), timeout=self.hello_timeout_s)
             if first is grpc.aio.EOF or not first.HasField("hello_ack"):

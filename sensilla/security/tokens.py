@@ -59,6 +59,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 RELOAD_CHECK_S = 1.0
+LOCAL = Scope("local socket", admin=True)
 
 
 class TokenFileError(ValueError):
@@ -266,10 +267,18 @@ def _peer(context: Any) -> str:
         return "?"
 
 
-def _wrap(behavior: Callable[..., Any], store: TokenStore, method: str, stream_out: bool) -> Any:
+def _wrap(
+    behavior: Callable[..., Any],
+    store: TokenStore,
+    method: str,
+    stream_out: bool,
+    local_admin: bool = False,
+) -> Any:
     """A handler behavior that authorizes the call, then runs with the caller's scope."""
 
     async def check(context: Any) -> Scope | None:
+        if local_admin and _peer(context).startswith("unix:"):
+            return LOCAL
         try:
             return authorize(store, method, context.invocation_metadata())
         except AuthError as exc:
@@ -307,10 +316,12 @@ def _wrap(behavior: Callable[..., Any], store: TokenStore, method: str, stream_o
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Checks the bearer token of every call (see the module doc)."""
+    """Checks the bearer token of every call (see the module doc). With
+    ``local_admin`` calls over a unix socket (owner-only) need no token."""
 
-    def __init__(self, store: TokenStore) -> None:
+    def __init__(self, store: TokenStore, *, local_admin: bool = False) -> None:
         self.store = store
+        self.local_admin = local_admin
 
     async def intercept_service(
         self,
@@ -325,24 +336,24 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         h: Any = handler
         if h.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap(h.unary_unary, store, method, False),
+                _wrap(h.unary_unary, store, method, False, self.local_admin),
                 request_deserializer=h.request_deserializer,
                 response_serializer=h.response_serializer,
             )
         if h.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap(h.unary_stream, store, method, True),
+                _wrap(h.unary_stream, store, method, True, self.local_admin),
                 request_deserializer=h.request_deserializer,
                 response_serializer=h.response_serializer,
             )
         if h.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap(h.stream_unary, store, method, False),
+                _wrap(h.stream_unary, store, method, False, self.local_admin),
                 request_deserializer=h.request_deserializer,
                 response_serializer=h.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            _wrap(h.stream_stream, store, method, True),
+            _wrap(h.stream_stream, store, method, True, self.local_admin),
             request_deserializer=h.request_deserializer,
             response_serializer=h.response_serializer,
         )

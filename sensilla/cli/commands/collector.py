@@ -65,6 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     obs.add_argument(
         "--no-observe", action="store_true", help="enforce only: no flows, no Observer API"
     )
+    from sensilla.security.flags import add_client_flags, add_server_flags
+
+    add_server_flags(p)
+    add_client_flags(p, prefix="relay-")
     p.add_argument(
         "--ready-line",
         action="store_true",
@@ -135,6 +139,24 @@ def _run(args: argparse.Namespace) -> int:
             value = getattr(args, flag)
             if value and (":" not in value or not value.rpartition(":")[2].isdigit()):
                 raise UsageError(f"--{flag} {value!r}: expected HOST:PORT")
+        from sensilla.security.flags import client_security, server_tls, token_store
+
+        tls = server_tls(args, tcp=bool(args.listen), what="sensilla collector --listen")
+        auth = token_store(args)
+        relay_security = None
+        if args.relay:
+            if (
+                args.tls_cert_file
+                and not args.relay_tls_client_cert_file
+                and (args.relay_tls or args.relay_tls_ca_cert_files)
+            ):  # the node's own certificate (server and client use) towards the relay
+                args.relay_tls_client_cert_file = args.tls_cert_file
+                args.relay_tls_client_key_file = args.tls_key_file
+            relay_security = client_security(args, "relay-", insecure=args.insecure)
+            try:
+                relay_security.check_target(args.relay)
+            except ValueError as exc:
+                raise UsageError(f"--relay: {exc}") from None
         agent_main.COMPONENT_FACTORIES.append(
             factory(
                 ObserveConfig(
@@ -148,6 +170,9 @@ def _run(args: argparse.Namespace) -> int:
                     collector_id=args.collector_id,
                     aggregation=args.monitor_aggregation,
                     report_interval_s=args.report_interval,
+                    tls=tls,
+                    auth=auth,
+                    relay_security=relay_security,
                 )
             )
         )
