@@ -1,5 +1,5 @@
-"""On the lab (root): the lab's own relay (chDB, started by `lab up`, with
-`--source lab:<state dir>`) and its collectors shipping real flows.
+"""On the lab (root): the lab's own relay (chDB, started by `lab up`, watching the
+lab's state directory) and its collectors shipping real flows.
 
 - acceptance 3: a follower started before traffic receives every flow of the lab
   traffic that follows (every flow the relay stores from then on), from both nodes,
@@ -25,7 +25,6 @@ import pytest
 from collector.sources.lab import read_status
 from sensilla.cli.main import main as cli
 from sensilla.lab import Options, down, up
-from sensilla.lab.runtime import lab_dir
 from sensilla.protos import flow_pb2, observer_pb2, observer_pb2_grpc, query_pb2, query_pb2_grpc
 from tests.collector.policy.lab_support import PolicyLab
 from tests.collector.policy.scenario_data import Scenario, load_scenarios, substitute
@@ -54,8 +53,7 @@ WANTED = (
 @contextlib.contextmanager
 def relay_lab() -> Iterator[PolicyLab]:
     name = ("srq" + secrets.token_hex(3))[:8]
-    state = lab_dir(name) / "state"
-    opts = Options(relay=True, collectors=True, relay_args=["--source", f"lab:{state}"])
+    opts = Options(relay=True, collectors=True)  # the lab's relay watches its state dir
     with tempfile.TemporaryDirectory(prefix="srq-") as tmp:
         try:
             lab = up(name, None, opts)
