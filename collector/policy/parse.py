@@ -116,6 +116,53 @@ def _no_duplicate_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# YAML aliases let a few kilobytes stand for a document of gigabytes ("billion
+# laughs"): a document whose values, aliases expanded, number more than this and more
+# than ALIAS_RATIO times its distinct values is refused (go-yaml, which the API server
+# and kubectl use, refuses excessive aliasing too).
+MAX_EXPANDED_VALUES = 100_000
+ALIAS_RATIO = 10
+
+
+def _expanded_size(obj: Any) -> tuple[int, int]:
+    """(values with aliases expanded, distinct values) of a decoded YAML document;
+    linear in the distinct values (shared subtrees are sized once)."""
+    sizes: dict[int, int] = {}
+    distinct = 0
+
+    def size(o: Any) -> int:
+        nonlocal distinct
+        if not isinstance(o, dict | list):
+            return 1
+        known = sizes.get(id(o))
+        if known is not None:
+            return known
+        sizes[id(o)] = 1  # a self-referencing alias counts once
+        distinct += 1
+        children = o.items() if isinstance(o, dict) else enumerate(o)
+        total = 1 + sum(size(v) + 1 for _, v in children)
+        sizes[id(o)] = total
+        return total
+
+    return size(obj), distinct + 1
+
+
+def _check_aliasing(obj: Any, source: str, index: int) -> None:
+    expanded, distinct = _expanded_size(obj)
+    if expanded > MAX_EXPANDED_VALUES and expanded > ALIAS_RATIO * distinct:
+        raise PolicyValidationError(
+            [
+                FieldError(
+                    "",
+                    "Malformed document",
+                    f"invalid YAML: document {index} expands to {expanded} values through "
+                    f"aliases (at most {MAX_EXPANDED_VALUES}, or {ALIAS_RATIO} times its own)",
+                )
+            ],
+            source,
+        )
+
+
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
@@ -152,6 +199,8 @@ def load_documents(text: str, source: str = "<input>") -> list[tuple[str, Any]]:
                 [FieldError("", "Malformed document", f"invalid YAML: {_yaml_problem(exc)}")],
                 source,
             ) from None
+        for i, obj in enumerate(raw, start=1):
+            _check_aliasing(obj, source, i)
     out: list[tuple[str, Any]] = []
     for i, obj in enumerate(raw, start=1):
         if obj is None:
