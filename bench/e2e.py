@@ -42,6 +42,7 @@ class Follower:
             "observe",
             "--server",
             server,
+            "--insecure",  # the lab's plaintext links (loopback, management)
             "-f",
             "-o",
             "json",

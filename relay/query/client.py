@@ -30,6 +30,28 @@ def lab_relay_address(state_dir: Path) -> str | None:
     return addr if isinstance(addr, str) and addr else None
 
 
+def lab_relay_security(state_dir: Path) -> Any:
+    """The credentials a lab describes for its relay (sensilla.security.lab): a
+    ClientSecurity, or None when the lab runs plaintext."""
+    from sensilla.security.tls import ClientSecurity, ClientTLS
+
+    try:
+        data = json.loads((Path(state_dir).parent / "lab.json").read_text())
+    except (OSError, ValueError):
+        return None
+    relay = data.get("relay") if isinstance(data, dict) else None
+    if not isinstance(relay, dict) or not (relay.get("tls") or relay.get("token_file")):
+        return None
+    t = relay.get("tls") or {}
+    tls = None
+    if t:
+        tls = ClientTLS(
+            ca_files=(t["ca"],), cert_file=t.get("cert", ""), key_file=t.get("key", ""),
+            server_name=t.get("server_name", ""),
+        )  # fmt: skip
+    return ClientSecurity(tls=tls, token_file=relay.get("token_file") or "")
+
+
 def explain(
     address: str,
     source: str,
@@ -40,14 +62,22 @@ def explain(
     timeout: float = 10.0,
     *,
     required: bool = False,
+    security: Any = None,
 ) -> query_pb2.ExplainResponse:
     """Ask the relay. Raises RelayUnusable when it cannot answer (required=False);
-    errors about the request itself (INVALID_ARGUMENT) raise ValueError."""
+    errors about the request itself (INVALID_ARGUMENT) raise ValueError.
+    ``security``: a sensilla.security.tls.ClientSecurity (TLS, token)."""
     import grpc
 
     from sensilla.protos import query_pb2_grpc
+    from sensilla.security.tls import ClientSecurity, TLSConfigError, secure_channel
 
-    ch = grpc.insecure_channel(address)
+    try:
+        ch = secure_channel(address, security or ClientSecurity())
+    except TLSConfigError as exc:
+        if required:
+            raise ValueError(str(exc)) from None
+        raise RelayUnusable(str(exc)) from None
     try:
         try:
             grpc.channel_ready_future(ch).result(timeout=timeout if required else CONNECT_TIMEOUT)

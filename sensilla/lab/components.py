@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sensilla.lab import processes
 from sensilla.lab.layout import OBSERVER_PORT, RELAY_PORT
+from sensilla.security.lab import LabSecurity
 
 if TYPE_CHECKING:
     from sensilla.lab.layout import LabLayout, NodeLayout
@@ -32,6 +33,10 @@ class Options:
     relay_args: list[str] = field(default_factory=list)
     # the relay's store URL (default: chDB under the lab's directory)
     store: str | None = None
+    # mutual TLS between everything (certificates under <lab>/certs) and bearer tokens
+    # on the relay (<lab>/auth); plaintext is --insecure (sensilla.security.lab)
+    tls: bool = False
+    tokens: bool = False
 
 
 def store_url(lab: Lab, options: Options) -> str:
@@ -43,18 +48,29 @@ def _cli(*args: str) -> list[str]:
 
 
 def relay_argv(
-    lab: Lab, layout: LabLayout, extra: list[str], store: str | None = None
+    lab: Lab,
+    layout: LabLayout,
+    extra: list[str],
+    store: str | None = None,
+    security: LabSecurity | None = None,
 ) -> list[str]:
     listen = [layout.relay_loopback] + [f"{n.mgmt_root_v4}:{RELAY_PORT}" for n in layout.nodes]
     argv = ["relay", "--store", store or f"chdb://{lab.dir / 'relay-data'}"]
     for addr in listen:
         argv += ["--listen", addr]
     argv += ["--source", f"lab:{lab.state.path}", "--metrics", "127.0.0.1:0"]
-    argv += ["--ready-file", str(lab.dir / "relay.ready"), *extra]
-    return _cli(*argv)
+    argv += ["--ready-file", str(lab.dir / "relay.ready")]
+    argv += (security or LabSecurity()).relay_args(extra)
+    return _cli(*argv, *extra)
 
 
-def collector_argv(lab: Lab, node: NodeLayout, relay: bool, extra: list[str]) -> list[str]:
+def collector_argv(
+    lab: Lab,
+    node: NodeLayout,
+    relay: bool,
+    extra: list[str],
+    security: LabSecurity | None = None,
+) -> list[str]:
     argv = [
         "collector",
         "--node",
@@ -73,6 +89,7 @@ def collector_argv(lab: Lab, node: NodeLayout, relay: bool, extra: list[str]) ->
     ]
     if relay:
         argv += ["--relay", node.relay_address]
+    argv += (security or LabSecurity()).collector_args(node.name, relay, extra)
     return _cli(*argv, *extra)
 
 
@@ -95,10 +112,13 @@ def start(lab: Lab, layout: LabLayout, options: Options, say: Callable[[str], No
     """Start the relay and the collectors side by side (collectors retry until the
     relay listens), then wait for all of them to be ready."""
     relay_proc = None
+    security = LabSecurity.make(lab.dir, layout, tls=options.tls, tokens=options.tokens)
     if options.relay:
         say("starting the relay (chDB)" if options.store is None else "starting the relay")
         relay_proc = processes.start(
-            lab.dir, "relay", relay_argv(lab, layout, options.relay_args, options.store)
+            lab.dir,
+            "relay",
+            relay_argv(lab, layout, options.relay_args, options.store, security),
         )
     collectors = []
     starting = []
@@ -109,7 +129,7 @@ def start(lab: Lab, layout: LabLayout, options: Options, say: Callable[[str], No
                 processes.launch(
                     lab.dir,
                     f"collector-{node.name}",
-                    collector_argv(lab, node, options.relay, options.collector_args),
+                    collector_argv(lab, node, options.relay, options.collector_args, security),
                     netns=node.netns,
                     ready_timeout=90,
                 )
@@ -131,6 +151,7 @@ def start(lab: Lab, layout: LabLayout, options: Options, say: Callable[[str], No
                 "management": [f"{n.mgmt_root_v4}:{RELAY_PORT}" for n in layout.nodes],
                 "metrics": ready.get("metrics"),
                 "store": _redacted(store_url(lab, options)),
+                **security.described,  # tls: {ca, cert, key}, token_file (paths only)
             }
         )
     for s in starting:

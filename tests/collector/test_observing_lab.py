@@ -64,7 +64,8 @@ def collector_of(lab: Any, pod_key: str) -> dict[str, Any]:
 
 
 def observe_json(address: str, *flags: str) -> list[dict[str, Any]]:
-    out = cli("observe", "--server", address, "-o", "json", *flags)
+    # the lab's collectors serve plaintext on their management links (--insecure)
+    out = cli("observe", "--server", address, "--insecure", "-o", "json", *flags)
     assert out.returncode == 0, out.stderr
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 

@@ -27,6 +27,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--detach", action="store_true", help="return once the lab is up")
     p.add_argument("--no-relay", action="store_true", help="do not start a relay")
     p.add_argument("--no-collectors", action="store_true", help="do not start collectors")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="mutual TLS between relay, collectors and clients (certificates in the lab's "
+        "directory; lab status names the client's); default: plaintext, --insecure",
+    )
+    p.add_argument(
+        "--tokens",
+        action="store_true",
+        help="the relay requires bearer tokens (an admin token file in lab status)",
+    )
     p.set_defaults(handler=_up)
 
     p = lsub.add_parser("down", help="remove the lab entirely (safe to repeat)")
@@ -67,7 +78,12 @@ def _up(args: argparse.Namespace) -> int:
     from sensilla.lab import components, runtime
     from sensilla.lab.spec import SpecError
 
-    options = components.Options(relay=not args.no_relay, collectors=not args.no_collectors)
+    options = components.Options(
+        relay=not args.no_relay,
+        collectors=not args.no_collectors,
+        tls=args.tls,
+        tokens=args.tokens,
+    )
     start = time.monotonic()
 
     def say(msg: str) -> None:

@@ -27,14 +27,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 STATES = {0: "Unknown", 1: "Connected", 2: "Unavailable", 3: "Gone", 4: "Error"}
 
 
-def nodes_list(server: str, timeout: float) -> list[dict[str, Any]]:
+def nodes_list(server: str, timeout: float, security: Any = None) -> list[dict[str, Any]]:
     """One dict per node: from Query.Nodes on a relay, else from Observer.GetNodes."""
     import grpc
 
     from sensilla.protos import observer_pb2, observer_pb2_grpc, query_pb2, query_pb2_grpc
 
     now = time.time_ns()
-    ch = channel(server, timeout)
+    ch = channel(server, timeout, security)
     try:
         try:
             resp = query_pb2_grpc.QueryStub(ch).Nodes(query_pb2.NodesRequest(), timeout=timeout)
@@ -107,7 +107,9 @@ def _nodes(args: argparse.Namespace) -> int:
     import grpc
 
     try:
-        rows = nodes_list(args.server, args.timeout)
+        from sensilla.security.flags import client_security
+
+        rows = nodes_list(args.server, args.timeout, client_security(args))
     except (grpc.RpcError, Unreachable) as err:
         return rpc_failed(args.server, err)
     if args.output == "json":

@@ -282,6 +282,9 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="Connection timeout (default 5s)",
     )
+    from sensilla.security.flags import add_client_flags
+
+    add_client_flags(p)
     p.set_defaults(handler=_run, filter_flags=[])
 
 
@@ -357,15 +360,19 @@ def _run(args: argparse.Namespace) -> int:
             debug=args.debug,
         ),
     )
-    return _stream(args.server, args.timeout, req, printer)
+    from sensilla.security.flags import client_security
+
+    return _stream(args.server, args.timeout, req, printer, client_security(args))
 
 
-def _stream(server: str, timeout: float, req: Any, printer: Any) -> int:
+def _stream(server: str, timeout: float, req: Any, printer: Any, security: Any = None) -> int:
     import grpc
 
     from sensilla.protos import observer_pb2_grpc
+    from sensilla.security.flags import connect
+    from sensilla.security.tls import ClientSecurity
 
-    channel = grpc.insecure_channel(server)
+    channel = connect(server, security or ClientSecurity())
     call = None
     try:
         try:

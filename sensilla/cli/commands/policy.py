@@ -83,6 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="ask this relay (it adds the last observed flow and a policy that would allow "
         "it); default: the lab's relay when it runs, else the model on the state directory",
     )
+    from sensilla.security.flags import add_client_flags
+
+    add_client_flags(p)
     p.set_defaults(handler=_explain)
 
     pol.set_defaults(handler=lambda args: pol.print_help() or 2)
@@ -262,19 +265,26 @@ def _explain_via_relay(args: argparse.Namespace) -> bool:
     """Answer through a relay (relay.query.client) when one is given, or when the lab
     runs one; False: use the local model."""
     from relay.query import client
+    from sensilla.security.flags import client_security
 
     address, required = args.relay, args.relay is not None
+    security = client_security(args)
+    explicit = security.tls is not None or bool(security.token_file)
     if address is None and not args.state_dir:
         try:
-            address = client.lab_relay_address(_state_dir(args))
+            state_dir = _state_dir(args)
+            address = client.lab_relay_address(state_dir)
+            if address is not None and not explicit:  # the lab's own credentials
+                security = client.lab_relay_security(state_dir) or security
         except UsageError:  # no lab here: a relay on the default address may know
             address = os.environ.get("SENSILLA_SERVER", "localhost:4245")
     if address is None:
         return False
     try:
         resp = client.explain(
-            address, args.src, args.dst, args.port, args.protocol, args.family, required=required
-        )
+            address, args.src, args.dst, args.port, args.protocol, args.family,
+            required=required, security=security,
+        )  # fmt: skip
     except client.RelayUnusable as exc:
         if required:
             raise UsageError(str(exc)) from None

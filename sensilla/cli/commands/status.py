@@ -23,6 +23,9 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per call (default 5)")
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    from sensilla.security.flags import add_client_flags
+
+    add_client_flags(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -35,12 +38,16 @@ class Unreachable(Exception):
     pass
 
 
-def channel(server: str, timeout: float) -> Any:
+def channel(server: str, timeout: float, security: Any = None) -> Any:
+    """A connected channel (TLS and token as ``security``, a ClientSecurity, says)."""
     import grpc
+
+    from sensilla.security.flags import connect
+    from sensilla.security.tls import ClientSecurity
 
     if timeout <= 0:
         raise UsageError("--timeout must be positive")
-    ch = grpc.insecure_channel(server)
+    ch = connect(server, security or ClientSecurity())
     try:
         grpc.channel_ready_future(ch).result(timeout=timeout)
     except grpc.FutureTimeoutError:
@@ -61,13 +68,13 @@ def _count(n: int) -> str:
     return f"{n:,}"
 
 
-def status_dict(server: str, timeout: float) -> dict[str, Any]:
+def status_dict(server: str, timeout: float, security: Any = None) -> dict[str, Any]:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from sensilla.protos import observer_pb2, observer_pb2_grpc
 
-    ch = channel(server, timeout)
+    ch = channel(server, timeout, security)
     try:
         try:
             h = health_pb2_grpc.HealthStub(ch).Check(
@@ -138,7 +145,9 @@ def _status(args: argparse.Namespace) -> int:
     import grpc
 
     try:
-        d = status_dict(args.server, args.timeout)
+        from sensilla.security.flags import client_security
+
+        d = status_dict(args.server, args.timeout, client_security(args))
     except (grpc.RpcError, Unreachable) as err:
         return rpc_failed(args.server, err)
     if args.output == "json":
