@@ -164,8 +164,8 @@ def mutated(draw: st.DrawFn) -> Any:
 
 def cluster() -> ClusterState:
     ports = (
-        ContainerPort("serve-80-tcp", 80, "TCP"),
-        ContainerPort("serve-81-udp", 81, "UDP"),
+        ContainerPort(80, "TCP", "serve-80-tcp"),
+        ContainerPort(81, "UDP", "serve-81-udp"),
     )
     pods = []
     for i, (ns, name) in enumerate([("x", "a"), ("x", "b"), ("y", "a"), ("z", "c")]):
