@@ -9,6 +9,7 @@ YAML or JSON:
         include_filters: [{verdict: [DROPPED]}]   # Hubble FlowFilters (allowlist)
         exclude_filters: [{source_pod: [kube-system/]}]   # (denylist)
         field_mask: [time, source, destination, verdict]
+        namespaces: [x, y]                   # scope: only flows from or to these
         batch_size: 1000                     # records per write / syslog batch
         file: {path: /var/log/sensilla/flows.log, max_size_mb: 10, max_backups: 5,
                fsync: true}
@@ -60,7 +61,7 @@ _ALIASES = {
     "fileMaxBackups": "file.max_backups",
 }
 _TOP = {"name", "type", "format", "include_filters", "exclude_filters", "field_mask",
-        "batch_size", "poll_interval_s", "file", "syslog"}  # fmt: skip
+        "batch_size", "poll_interval_s", "file", "syslog", "namespaces"}  # fmt: skip
 _FILE = {"path", "max_size_mb", "max_size_bytes", "max_backups", "fsync"}
 _SYSLOG = {"address", "tls", "app_name", "hostname", "facility", "msgid", "sd_id",
            "connect_timeout_s", "confirm_timeout_s"}  # fmt: skip
@@ -105,6 +106,9 @@ class ExporterConfig:
     file: FileOptions | None = None
     syslog: SyslogOptions | None = None
     compiled: CompiledFilter | None = None
+    # a namespace scope (sensilla.security.scope.Scope) when ``namespaces`` is set:
+    # only flows whose source or destination namespace is listed, as a scoped token
+    scope: Any = None
 
     @property
     def mask(self) -> field_mask_pb2.FieldMask | None:
@@ -239,6 +243,17 @@ def parse_exporter(raw: Any, where: str) -> ExporterConfig:
         batch_size=int(_number(raw, "batch_size", where, 1000, 1, 100_000)),
         poll_interval_s=_number(raw, "poll_interval_s", where, 1.0, 0.01, 60),
     )
+    if "namespaces" in raw:
+        ns = raw["namespaces"]
+        if (
+            not isinstance(ns, list)
+            or not ns
+            or not all(isinstance(n, str) and n for n in ns)
+        ):
+            raise ConfigError(f"{where}.namespaces: a non-empty list of namespace names")
+        from sensilla.security.scope import Scope
+
+        cfg.scope = Scope(f"exporter {name}", namespaces=frozenset(ns))
     try:
         cfg.compiled = compile_request_filters(cfg.include_filters, cfg.exclude_filters)
     except FilterError as exc:

@@ -154,11 +154,14 @@ class Exporter:
             len(self.position),
         )
         compiled = self.cfg.compiled
+        matches = None if compiled is None or compiled.is_trivial else compiled.matches
+        if self.cfg.scope is not None:  # the exporter's namespaces (sensilla.security)
+            matches = self.cfg.scope.flow_predicate(matches)
         stream = ResumeStream(
             self.store,
             self.read_executor,
             after=dict(self.position),
-            matches=None if compiled is None or compiled.is_trivial else compiled.matches,
+            matches=matches,
             follow=True,
             notifier=self.notifier,
             poll_s=self.cfg.poll_interval_s,

@@ -39,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="expected server name in the relay's certificate")
     p.add_argument("--token-file", metavar="FILE",
                    help="file holding a bearer token sent to the relay")
+    p.add_argument("--insecure", action="store_true",
+                   help="plaintext to a relay that is not on this machine (no TLS)")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="seconds to wait for each relay call (default: %(default)s)")
     p.add_argument("--debug", action="store_true",
@@ -73,6 +75,17 @@ def relay_config(args: argparse.Namespace) -> Any:
         raise UsageError("--tls-cert and --tls-key go together")
     if args.timeout <= 0:
         raise UsageError("--timeout: must be positive")
+    from sensilla.security.tls import is_local_target
+
+    address = _check_relay(args.relay)
+    tls = bool(args.tls_ca or args.tls_cert)
+    if getattr(args, "insecure", False) and tls:
+        raise UsageError("--insecure and --tls-* exclude each other")
+    if not tls and not getattr(args, "insecure", False) and not is_local_target(address):
+        raise UsageError(
+            f"--relay {address}: not a local address: give --tls-ca (and --tls-cert/--tls-key "
+            "for mutual TLS), or --insecure for plaintext"
+        )
     return RelayConfig(
         address=_check_relay(args.relay),
         tls_ca=_check_file("--tls-ca", args.tls_ca),
