@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -64,7 +65,7 @@ class Tokens:
 @pytest.fixture(scope="module")
 def tokens() -> Iterator[Tokens]:
     d = Path(tempfile.mkdtemp(prefix="sse-tokens-"))
-    scopes = {
+    scopes: dict[str, dict[str, Any]] = {
         "admin": {"admin": True},
         "team-x": {"namespaces": ["x"]},
         "team-shop": {"namespaces": ["shop", "default"]},

@@ -195,7 +195,8 @@ def test_sse_collector_with_bad_credentials_cannot_ship(
     relay: RelayThread, certs: Certs, tokens: Tokens, tmp_path: Path, who: str
 ) -> None:
     if who == "scoped-token":  # a good certificate, a token that may only read
-        sec = ClientSecurity(tls=client_tls(certs, "client"), token_file=str(tokens.files["team-x"]))
+        token = str(tokens.files["team-x"])
+        sec = ClientSecurity(tls=client_tls(certs, "client"), token_file=token)
     else:
         sec = ClientSecurity(tls=client_tls(certs, who), token_file=str(tokens.files["ingest"]))
     shipper, before, after = asyncio.run(_ship(relay.address, tmp_path / "spool", sec, 3.0))
