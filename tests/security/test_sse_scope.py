@@ -182,7 +182,7 @@ class Pusher:
 
     def wait(self, pred: Any, timeout: float = 30) -> bool:
         with self.cond:
-            return self.cond.wait_for(lambda: pred(self.responses) or self.error, timeout)
+            return bool(self.cond.wait_for(lambda: pred(self.responses) or self.error, timeout))
 
     def close(self) -> None:
         with self.cond:
