@@ -354,3 +354,50 @@ def test_sse_tokens_decide_who_may_call(setup: Setup, tokens: Tokens, tmp_path: 
         assert p.error is not None and p.error.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         p.close()
+
+
+# --- the UI behind a scoped token ---------------------------------------------------------
+
+
+def _ui_flows(relay_address: str, token_file: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from streamlit.testing.v1 import AppTest
+
+    from tests.ui.conftest import APP, clear_ui_caches
+
+    monkeypatch.setenv("SENSILLA_UI_RELAY", relay_address)
+    monkeypatch.setenv("SENSILLA_UI_TOKEN_FILE", token_file)
+    for name in ("SENSILLA_UI_TLS_CA", "SENSILLA_UI_TLS_CERT", "SENSILLA_UI_TLS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    clear_ui_caches()
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.session_state["fl_page_size"] = 500
+    at.run()
+    at.switch_page("views/flows.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    tables = [df.value for df in at.dataframe if "tcp_flags" in df.value.columns]
+    assert tables, "the flows page shows its table"
+    clear_ui_caches()
+    return tables[0]
+
+
+def test_sse_ui_with_a_scoped_token_shows_only_its_namespaces(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dashboard passes its token; the relay enforces: the Flows page of the
+    team-x token lists only flows from or to x; the admin's lists others too."""
+
+    def ns(cell: str) -> str:
+        return cell.split("/", 1)[0] if "/" in cell else ""
+
+    admin = _ui_flows(setup.relay.address, str(setup.tokens.files["admin"]), monkeypatch)
+    scoped = _ui_flows(setup.relay.address, str(setup.tokens.files["team-x"]), monkeypatch)
+    assert len(scoped) > 0
+    assert all(
+        ns(s) == "x" or ns(d) == "x"
+        for s, d in zip(scoped["source"], scoped["destination"], strict=True)
+    )
+    assert any(
+        ns(s) != "x" and ns(d) != "x"
+        for s, d in zip(admin["source"], admin["destination"], strict=True)
+    ), "the admin token's page shows flows the scoped one must not"
