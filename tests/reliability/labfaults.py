@@ -122,3 +122,12 @@ def collectors(lab: Any) -> dict[str, dict[str, Any]]:
 
 def relay_address(lab: Any) -> str:
     return str(lab.description()["relay"]["address"])
+
+
+def stop_lab(lab: Any) -> None:
+    """Take a lab down now (e.g. before the tmpfs its collectors spool on goes away);
+    the fixture that made it finds nothing left to remove."""
+    from sensilla.lab import down
+
+    leftovers = down(lab.name)
+    assert not leftovers, f"lab {lab.name} left {leftovers}"
