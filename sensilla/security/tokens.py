@@ -282,7 +282,7 @@ def _wrap(
         try:
             return authorize(store, method, context.invocation_metadata())
         except AuthError as exc:
-            log.info("refused %s from %s: %s", method, _peer(context), exc.message)
+            log.warning("refused %s from %s: %s", method, _peer(context), exc.message)
             await context.abort(exc.code, exc.message)
             raise  # abort raises
 
