@@ -61,6 +61,8 @@ class RelayConfig:
     exporters: Any = None  # relay.siem.config.ExportersConfig (--exporter-config), docs/siem.md
     tls: Any = None  # sensilla.security.tls.ServerTLS; None: plaintext (docs/security.md)
     auth: Any = None  # sensilla.security.tokens.TokenStore; None: every client is admin
+    # plaintext listeners serving only gRPC health (the kubelet's probes speak no TLS)
+    health_listen: list[str] = field(default_factory=list)
 
 
 ServiceHook = Callable[["RelayServer"], None]
@@ -85,6 +87,7 @@ class RelayServer:
         self.addresses: list[str] = []
         self.metrics_address: str | None = None
         self.tls_credentials: Any = None  # ReloadingServerCredentials when TLS is on
+        self.health_server: grpc.aio.Server | None = None
         from relay.observer.wiring import install
 
         self._hooks: list[ServiceHook] = [install]
@@ -174,6 +177,13 @@ class RelayServer:
                 raise OSError(f"cannot listen on {addr}")
             shown = f"[{host}]" if ":" in host else host
             self.addresses.append(f"{shown}:{port}")
+        if c.health_listen:
+            self.health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            for addr in c.health_listen:
+                if self.health_server.add_insecure_port(addr) == 0:
+                    raise OSError(f"cannot listen on {addr} (health)")
+            await self.health_server.start()
         self.writer.start()
         await self.server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -223,6 +233,8 @@ class RelayServer:
         if self.server is not None:
             await self.health.enter_graceful_shutdown()
             await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         if self.writer is not None:
             await self.writer.stop()
         if self._metrics_server is not None:

@@ -68,6 +68,7 @@ class ObserveConfig:
     tls: Any = None
     auth: Any = None
     relay_security: Any = None
+    health_listen: str | None = None  # host:port, plaintext gRPC health only
 
 
 class _Enrichment:
@@ -289,6 +290,7 @@ class ObservingHalf:
             self.config.listen,
             tls=self.config.tls,
             auth=self.config.auth,
+            health_address=self.config.health_listen,
         )
         metrics_server = None
         if self.config.metrics:

@@ -22,6 +22,7 @@ async def start_observer_server(
     tcp_address: str | None = None,
     tls: Any = None,
     auth: Any = None,
+    health_address: str | None = None,
 ) -> tuple[grpc.aio.Server, health.HealthServicer]:
     """Start serving; returns the server and its health servicer (SERVING).
 
@@ -60,6 +61,20 @@ async def start_observer_server(
             port = server.add_insecure_port(tcp_address)
         if port == 0:
             raise OSError(f"cannot listen on {tcp_address}")
+    if health_address:  # plaintext, gRPC health only: the kubelet's probes speak no TLS
+        hs = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, hs)
+        if hs.add_insecure_port(health_address) == 0:
+            raise OSError(f"cannot listen on {health_address} (health)")
+        await hs.start()
+        # stopped with the Observer's server
+        stop = server.stop
+
+        async def stop_both(grace: float | None) -> None:
+            await hs.stop(0)
+            await stop(grace)
+
+        server.stop = stop_both  # type: ignore[method-assign]
     await server.start()
     if unix_socket:
         with contextlib.suppress(FileNotFoundError):

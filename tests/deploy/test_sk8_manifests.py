@@ -147,7 +147,10 @@ def test_sk8_collector_daemonset(name: str) -> None:
         assert volumes[mounts[path]["name"]]["hostPath"]["path"] == path
         assert bool(mounts[path].get("readOnly")) is ro
     assert mounts["/sys/fs/bpf"]["mountPropagation"] == "Bidirectional"
-    port = next(p["containerPort"] for p in c["ports"] if p["name"] == "observer")
+    # the Observer serves mutual TLS; the kubelet's gRPC probes (plaintext) use the
+    # health-only port
+    port = next(p["containerPort"] for p in c["ports"] if p["name"] == "health")
+    assert f"--health-listen=0.0.0.0:{port}" in c["args"]
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert c[probe]["grpc"]["port"] == port
 
@@ -166,7 +169,10 @@ def test_sk8_relay_and_ui_are_non_root_with_probes(name: str) -> None:
             assert sc["capabilities"]["drop"] == ["ALL"]
             assert c["livenessProbe"] and c["readinessProbe"]
     relay = one(objs, "Deployment", "sensilla-relay")["spec"]["template"]["spec"]["containers"][0]
-    assert relay["readinessProbe"]["grpc"]["port"] == relay["ports"][0]["containerPort"] == 4245
+    assert relay["ports"][0]["containerPort"] == 4245
+    health = next(p["containerPort"] for p in relay["ports"] if p["name"] == "health")
+    assert relay["readinessProbe"]["grpc"]["port"] == health != 4245
+    assert f"--health-listen=0.0.0.0:{health}" in relay["args"]
     svc = one(objs, "Service", "sensilla-relay")
     assert svc["spec"]["ports"][0]["port"] == 4245
     assert one(objs, "Service", "sensilla-ui")["spec"]["selector"] == {
@@ -240,7 +246,7 @@ def test_sk8_store_and_tls_per_kustomization() -> None:
             for o in objs if o["kind"] in ("Deployment", "DaemonSet")
             for v in o["spec"]["template"]["spec"]["volumes"] if "secret" in v
         }
-        assert mounted == {"sensilla-relay-tls", "sensilla-client-tls"}
+        assert mounted == {"sensilla-relay-tls", "sensilla-client-tls", "sensilla-collector-tls"}
         issued = {c["spec"]["secretName"] for c in by_kind(objs, "Certificate")}
         assert issued == ({"sensilla-ca", *mounted} if certs else set())
     relay_cert = one(default, "Certificate", "sensilla-relay")
@@ -315,12 +321,29 @@ def test_sk8_container_args_parse_with_the_cli(workload: str) -> None:
         assert args.handler is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`sensilla collector` has no --relay/--listen yet (the observing half adds them)",
-)
 def test_sk8_collector_args_parse_with_the_cli() -> None:
     from sensilla.cli.main import build_parser
 
     args = build_parser().parse_args(_args_of("default", "sensilla-collector"))
     assert args.source == "kubernetes"
+
+
+@pytest.mark.parametrize("name", sorted(RENDERED))
+def test_sk8_tls_is_on_everywhere(name: str) -> None:
+    """Mutual TLS on every gRPC link, from the mounted Secrets; never --insecure."""
+    from sensilla.cli.main import build_parser
+
+    tls = "/etc/sensilla/tls"
+    relay = build_parser().parse_args(_args_of(name, "sensilla-relay"))
+    assert (relay.tls_cert_file, relay.tls_key_file) == (f"{tls}/tls.crt", f"{tls}/tls.key")
+    assert relay.tls_client_ca_files == [f"{tls}/ca.crt"] and not relay.insecure
+    coll = build_parser().parse_args(_args_of(name, "sensilla-collector"))
+    assert (coll.tls_cert_file, coll.tls_client_ca_files) == (f"{tls}/tls.crt", [f"{tls}/ca.crt"])
+    assert coll.relay_tls_ca_cert_files == [f"{tls}/ca.crt"] and not coll.insecure
+    ui = build_parser().parse_args(_args_of(name, "sensilla-ui"))
+    assert (ui.tls_ca, ui.tls_cert, ui.tls_key) == (
+        f"{tls}/ca.crt", f"{tls}/tls.crt", f"{tls}/tls.key")
+    assert not ui.insecure
+    for o in RENDERED[name]:
+        for c in containers(o) if o["kind"] in ("Deployment", "DaemonSet") else []:
+            assert "--insecure" not in c.get("args", [])

@@ -45,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     obs.add_argument("--metrics", metavar="ADDR", help="HOST:PORT for Prometheus /metrics")
     obs.add_argument(
+        "--health-listen",
+        metavar="ADDR",
+        help="HOST:PORT serving only gRPC health in plaintext (the kubelet's probes)",
+    )
+    obs.add_argument(
         "--spool-dir",
         default="/var/lib/sensilla/spool",
         help="directory of the shipping spool (default: %(default)s)",
@@ -135,10 +140,10 @@ def _run(args: argparse.Namespace) -> int:
         from collector.agent import main as agent_main
         from collector.agent.observing import ObserveConfig, factory
 
-        for flag in ("relay", "listen", "metrics"):
+        for flag in ("relay", "listen", "metrics", "health_listen"):
             value = getattr(args, flag)
             if value and (":" not in value or not value.rpartition(":")[2].isdigit()):
-                raise UsageError(f"--{flag} {value!r}: expected HOST:PORT")
+                raise UsageError(f"--{flag.replace('_', '-')} {value!r}: expected HOST:PORT")
         from sensilla.security.flags import client_security, server_tls, token_store
 
         tls = server_tls(args, tcp=bool(args.listen), what="sensilla collector --listen")
@@ -173,6 +178,7 @@ def _run(args: argparse.Namespace) -> int:
                     tls=tls,
                     auth=auth,
                     relay_security=relay_security,
+                    health_listen=args.health_listen,
                 )
             )
         )

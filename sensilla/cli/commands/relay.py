@@ -30,6 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="HOST:PORT to serve gRPC on; repeatable (default: 127.0.0.1:4245)",
     )
     p.add_argument("--metrics", metavar="ADDR", help="HOST:PORT for Prometheus /metrics")
+    p.add_argument(
+        "--health-listen",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="HOST:PORT serving only gRPC health in plaintext (for the kubelet's probes "
+        "when --listen uses TLS); repeatable",
+    )
     p.add_argument("--retention-days", type=int, default=7, help="days of raw flows kept")
     p.add_argument("--rollup-minute-days", type=int, default=30, help="days of minute rollups")
     p.add_argument("--rollup-hour-days", type=int, default=400, help="days of hour rollups")
@@ -94,7 +102,7 @@ def _relay(args: argparse.Namespace) -> int:
     except StoreURLError as exc:
         raise UsageError(f"--store: {exc}") from None
     listen = args.listen or [DEFAULT_LISTEN]
-    for addr in [*listen, *([args.metrics] if args.metrics else [])]:
+    for addr in [*listen, *args.health_listen, *([args.metrics] if args.metrics else [])]:
         try:
             split_host_port(addr)
         except ValueError as exc:
@@ -145,6 +153,7 @@ def _relay(args: argparse.Namespace) -> int:
     config = RelayConfig(
         tls=tls,
         auth=auth,
+        health_listen=args.health_listen,
         store_url=args.store,
         listen=listen,
         metrics_address=args.metrics,
