@@ -38,6 +38,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench import procs
@@ -514,7 +515,25 @@ def _e2e(ctx: Context, rates: list[float], seconds: float) -> dict[str, Any]:
             "collector": (procs.peak_rss_bytes(coll_pid), idle["collector"]),
         }
         out["profile"] = profile_note
+        stuck = [st for st in steps if st.produced and st.consumed == 0]
+        if stuck:
+            # nothing acked for a whole step: keep the processes' logs for a look
+            keep = save_logs(lab.dir / "logs", "pipeline")
+            ctx.note(
+                f"{len(stuck)} step(s) had nothing acked by the relay at all "
+                f"(shipping stalled); the lab's logs are kept in {keep}"
+            )
     return out
+
+
+def save_logs(logs: Path, what: str) -> Path:
+    import shutil
+
+    from bench.core import RESULTS_DIR
+
+    dest = RESULTS_DIR / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{what}"
+    shutil.copytree(logs, dest, dirs_exist_ok=True)
+    return dest
 
 
 def _attached(netns: str, dev: str) -> bool:

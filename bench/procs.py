@@ -182,6 +182,22 @@ def scrape(address: str, netns: str | None = None, timeout: float = 5.0) -> dict
     return out
 
 
+def histogram(address: str, name: str) -> dict[float, float]:
+    """The cumulative buckets (le -> count) of a Prometheus histogram, summed over
+    its other labels."""
+    url = f"http://{address}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    out: dict[float, float] = {}
+    pat = re.compile(rf'^{re.escape(name)}_bucket\{{(?:[^}}]*,)?le="([^"]+)"[^}}]*\}}\s+(\S+)')
+    for line in text.splitlines():
+        m = pat.match(line)
+        if m:
+            le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
+            out[le] = out.get(le, 0.0) + float(m.group(2))
+    return out
+
+
 def wait_until(cond: object, timeout: float, interval: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
