@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 from sensilla.filters.base import l4_protocol
 from sensilla.filters.ip import address_halves
 from sensilla.filters.selector import canonical_label
@@ -27,7 +29,10 @@ def flow_extension(flow: flow_pb2.Flow) -> extensions_pb2.FlowExtension | None:
     if not flow.HasField("extensions"):
         return None
     ext = extensions_pb2.FlowExtension()
-    if not flow.extensions.Unpack(ext):
+    try:
+        if not flow.extensions.Unpack(ext):
+            return None
+    except DecodeError:  # a FlowExtension that does not parse is none at all
         return None
     return ext
 
