@@ -14,7 +14,12 @@ from sensilla.protos import observer_pb2
 
 
 def ocsf_line(resp: observer_pb2.GetFlowsResponse) -> str:
-    observed = resp.time.ToNanoseconds() if resp.HasField("time") else None
+    observed = None
+    if resp.HasField("time"):
+        try:
+            observed = resp.time.ToNanoseconds()
+        except ValueError:  # not a valid Timestamp: the mapping uses the flow's, or now
+            observed = None
     record = flow_to_ocsf(resp.flow, observed_ns=observed)
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
