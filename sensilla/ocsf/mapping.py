@@ -24,6 +24,7 @@ schema version ``OCSF_VERSION``; docs/siem.md has the mapping table. In short:
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any
 
@@ -127,13 +128,32 @@ def _ports(flow: flow_pb2.Flow) -> tuple[int, int] | None:
     return None
 
 
+def _time_ns(flow: flow_pb2.Flow) -> int:
+    """The flow's time; 0 (unknown) when absent or not a valid Timestamp."""
+    if not flow.HasField("time"):
+        return 0
+    try:
+        return int(flow.time.ToNanoseconds())
+    except ValueError:  # nanos out of range: a peer sent garbage
+        return 0
+
+
+def _ip(text: str) -> str:
+    """An address as OCSF's ip_t wants it, or "" when the text is not one."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return ""
+
+
 def _endpoint(
     ep: flow_pb2.Endpoint, ip: str, port: int | None, service: flow_pb2.Service | None
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    ip = _ip(ip) if ip else ""
     if ip:
         out["ip"] = ip
-    if port:
+    if port and port <= 65535:  # port_t; a peer may send any uint32
         out["port"] = port
     if ep.pod_name:
         pod = f"{ep.namespace}/{ep.pod_name}" if ep.namespace else ep.pod_name
@@ -152,9 +172,14 @@ def _endpoint(
         out["svc_name"] = (
             f"{service.namespace}/{service.name}" if service.namespace else service.name
         )
-    if not out:
+    if not out.keys() & {"ip", "uid", "name", "svc_name"}:
         out["name"] = "unknown"  # the class needs an identifiable endpoint
     return out
+
+
+def _long(n: int) -> int:
+    """A counter as OCSF's long_t (signed 64 bits) can carry it."""
+    return min(int(n), 2**63 - 1)
 
 
 def _k8s(ep: flow_pb2.Endpoint, service: flow_pb2.Service) -> dict[str, Any]:
@@ -253,7 +278,7 @@ def _security(
 def flow_to_ocsf(flow: flow_pb2.Flow, *, observed_ns: int | None = None) -> dict[str, Any]:
     """One OCSF Network Activity event for a Hubble flow."""
     ext = flow_extension(flow)
-    t_ns = flow.time.ToNanoseconds() if flow.HasField("time") else 0
+    t_ns = _time_ns(flow)
     if t_ns <= 0:
         t_ns = observed_ns if observed_ns is not None else time.time_ns()
     activity = _activity(flow, ext)
@@ -314,12 +339,12 @@ def flow_to_ocsf(flow: flow_pb2.Flow, *, observed_ns: int | None = None) -> dict
     record["connection_info"] = conn
     if ext is not None:
         record["traffic"] = {
-            "packets": int(ext.packets + ext.reply_packets),
-            "bytes": int(ext.bytes + ext.reply_bytes),
-            "packets_out": int(ext.packets),
-            "bytes_out": int(ext.bytes),
-            "packets_in": int(ext.reply_packets),
-            "bytes_in": int(ext.reply_bytes),
+            "packets": _long(ext.packets + ext.reply_packets),
+            "bytes": _long(ext.bytes + ext.reply_bytes),
+            "packets_out": _long(ext.packets),
+            "bytes_out": _long(ext.bytes),
+            "packets_in": _long(ext.reply_packets),
+            "bytes_in": _long(ext.reply_bytes),
         }
     obs = {flow_pb2.FROM_ENDPOINT: 1, flow_pb2.TO_ENDPOINT: 2}.get(flow.trace_observation_point)
     if obs is not None:
