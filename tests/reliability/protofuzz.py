@@ -148,9 +148,7 @@ def messages(cls: type[Message], depth: int = 0, max_depth: int = 2) -> st.Searc
     return build()
 
 
-def _set(
-    draw: st.DrawFn, msg: Message, f: Any, depth: int, max_depth: int
-) -> None:
+def _set(draw: st.DrawFn, msg: Message, f: Any, depth: int, max_depth: int) -> None:
     is_map = f.message_type is not None and f.message_type.GetOptions().map_entry
     repeated = f.is_repeated
     if f.type == FD.TYPE_MESSAGE:

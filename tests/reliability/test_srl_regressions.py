@@ -325,3 +325,74 @@ def test_srl_policy_yaml_alias_bomb_is_refused() -> None:
     # aliases that merely share a value stay fine
     [parsed] = parse_documents(_alias_bomb(3))
     assert len(parsed.policy.egress) == 4
+
+
+# --- 7. outputs and exporters failed on flows a peer could send ----------------------
+
+
+def _odd_flows() -> list[flow_pb2.Flow]:
+    """Flows as a buggy or hostile collector could ship them (the relay stores them)."""
+    bad_time = flow_pb2.Flow(uuid="t")
+    bad_time.time.nanos = -1
+    far_time = flow_pb2.Flow(uuid="s")
+    far_time.time.seconds = 2**62
+    corrupt_ext = flow_pb2.Flow(uuid="c")
+    corrupt_ext.extensions.type_url = "type.googleapis.com/sensilla.flow.v1.FlowExtension"
+    corrupt_ext.extensions.value = b"\xff\xff"
+    unknown_any = flow_pb2.Flow(uuid="u")
+    unknown_any.extensions.type_url = "example.org/some.Unknown"
+    unknown_any.extensions.value = b"\x08\x01"
+    odd_values = flow_pb2.Flow(uuid="v")
+    odd_values.IP.source = "not an address"
+    odd_values.l4.TCP.source_port = 70_000
+    odd_values.extensions.Pack(extensions_pb2.FlowExtension(packets=2**64 - 1, bytes=2**64 - 1))
+    return [bad_time, far_time, corrupt_ext, unknown_any, odd_values]
+
+
+@pytest.mark.unit
+def test_srl_outputs_print_any_flow() -> None:
+    """`observe -o json|ocsf` and the JSON/OCSF exporters raised on a flow with an
+    invalid Timestamp (ValueError), an Any of an unknown type (TypeError) or a corrupt
+    FlowExtension (DecodeError): one such stored flow stopped an exporter for good.
+    OCSF records also failed the schema (an address that is not one, a port above
+    65535, counters above long_t, an endpoint with only a port)."""
+    import io
+    import json
+
+    from relay.siem.formats import encode
+    from relay.siem.resume import StreamItem
+    from sensilla.ocsf import flow_to_ocsf
+    from sensilla.ocsf.schema import validate_event
+    from sensilla.output import PrinterOptions, make_printer
+    from sensilla.protos import observer_pb2
+
+    for flow in _odd_flows():
+        for fmt in ("json", "ocsf", "compact", "dict", "table"):
+            out = io.StringIO()
+            p = make_printer(fmt, PrinterOptions(out=out, err=io.StringIO()))
+            resp = observer_pb2.GetFlowsResponse(flow=flow, node_name="n1")
+            resp.time.CopyFrom(flow.time)
+            p.write(resp)
+            p.close()
+            if fmt in ("json", "ocsf"):
+                json.loads(out.getvalue())
+        for fmt in ("json", "ocsf"):
+            record = json.loads(
+                encode(StreamItem(FLOW, ("n1", 1), 1, 0, "n1", flow=flow), fmt, None) or b""
+            )
+            assert record
+        assert validate_event(json.loads(json.dumps(flow_to_ocsf(flow)))) == [], flow
+
+
+@pytest.mark.unit
+def test_srl_corrupt_flow_extension_is_a_batch_error() -> None:
+    """A flow whose FlowExtension does not parse raised DecodeError out of
+    validate_batch: the ingest stream ended with UNKNOWN instead of INVALID_ARGUMENT
+    naming the field."""
+    from relay.store import BatchError
+    from sensilla.filters import flow_extension
+
+    flow = _odd_flows()[2]
+    assert flow_extension(flow) is None
+    with pytest.raises(BatchError, match=r"batch.flows\[0\].extensions"):
+        validate_batch(IngestBatch("n1", 7, 1, [flow]))
