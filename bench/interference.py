@@ -26,6 +26,7 @@ from typing import Any
 from bench import procs
 from bench.core import Context, Figure, Goal
 from bench.ingest import run_round
+from bench.profile import Profiler, describe
 from bench.relayproc import Relay
 
 SETUPS = ("alone", "stalled", "idle")
@@ -83,10 +84,26 @@ def run(ctx: Context) -> None:
                 elif setup == "idle":
                     cm = followers(relay.address, idle_n, nothing, 10)
                 t0 = time.monotonic()
+                profile = setup == "idle" and r == rounds - 1 and not ctx.smoke
+                prof_cm: Any = (
+                    Profiler(relay.pid, wd / "relay-idle.pyspy")
+                    if profile
+                    else contextlib.nullcontext()
+                )
                 with cm:
                     if setup == "idle":
                         ctx.log(f"{idle_n} followers subscribed in {time.monotonic() - t0:.1f} s")
-                    steady, _ = run_round(relay.address, 2, flows_each, max_seconds)
+                    with prof_cm as prof:
+                        steady, _ = run_round(relay.address, 2, flows_each, max_seconds)
+                if prof is not None:
+                    top = prof.summary(8)
+                    incl = prof.inclusive("_live", "live_passes", "matches", "write_batches")
+                    ctx.note(
+                        f"relay profile with {idle_n} idle followers (py-spy, GIL holder): "
+                        + (describe(top) if top else prof.error)
+                        + "; inclusive: "
+                        + ", ".join(f"{k} {v:.0f}%" for k, v in incl.items())
+                    )
                 rates[setup].append(steady)
                 ctx.log(f"round {r + 1}/{rounds} {setup:8s} {steady:,.0f} flows/s")
         peak = procs.peak_rss_bytes(relay.pid)
