@@ -71,8 +71,9 @@ def _field_values(name: str, dtype: np.dtype) -> st.SearchStrategy[int]:
 @st.composite
 def structured_event(draw: st.DrawFn) -> bytes:
     ev = np.zeros(1, dtype=L.EVENT_DTYPE)
-    for name in L.EVENT_DTYPE.names:
-        dt = L.EVENT_DTYPE.fields[name][0]
+    fields: Any = L.EVENT_DTYPE.fields
+    for name, spec in fields.items():
+        dt = spec[0]
         if name in ("saddr", "daddr"):
             import ipaddress
 
