@@ -401,3 +401,58 @@ def test_sse_ui_with_a_scoped_token_shows_only_its_namespaces(
         ns(s) != "x" and ns(d) != "x"
         for s, d in zip(admin["source"], admin["destination"], strict=True)
     ), "the admin token's page shows flows the scoped one must not"
+
+
+# --- exporters ------------------------------------------------------------------------------
+
+
+def test_sse_exporter_with_a_namespace_scope_writes_only_those_flows(
+    chdb_dir: Path, tmp_path: Path
+) -> None:
+    """An exporter whose config carries ``namespaces: [x]`` writes exactly the flows
+    from or to x (the same rule as a scoped token)."""
+    import asyncio
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    from relay.siem.config import ConfigError, parse_config
+    from relay.siem.exporter import ExporterManager
+    from relay.store import open_store
+
+    with pytest.raises(ConfigError, match=r"namespaces: a non-empty list"):
+        parse_config({"exporters": [{"name": "e", "type": "stdout", "namespaces": []}]})
+    flows = list(FlowGen(13, start_ns=time.time_ns() - 600 * 10**9, step_ns=10**8).flows(3000))
+    url = chdb_url(chdb_dir, "sse_export")
+    load_store(url, batches(flows))
+    out = tmp_path / "x.log"
+    config = parse_config({
+        "state_dir": str(tmp_path / "state"),
+        "exporters": [{"name": "team-x", "type": "file", "namespaces": ["x"],
+                       "file": {"path": str(out), "fsync": False}}],
+    })  # fmt: skip
+    want = {f.uuid for f in flows if in_scope(f, {"x"})}
+
+    def lines() -> list[dict[str, Any]]:
+        if not out.exists():
+            return []
+        return [json.loads(x) for x in out.read_text().splitlines() if x.strip()]
+
+    async def run() -> list[dict[str, Any]]:
+        store = open_store(url)
+        pool = ThreadPoolExecutor(2)
+        manager = ExporterManager(store, pool, config)
+        manager.start()
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and len(lines()) < len(want):
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)  # nothing more should come
+            return lines()
+        finally:
+            await manager.stop()
+            pool.shutdown()
+            store.close()
+
+    got = asyncio.run(run())
+    assert {r["flow"]["uuid"] for r in got} == want and len(got) == len(want)
+    assert len(want) < len(flows)

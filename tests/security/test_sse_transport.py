@@ -261,3 +261,31 @@ def test_sse_rotated_certificate_is_served_without_restart(
         assert os.getpid() == pid  # same process, same server: no restart
     finally:
         r.stop()
+
+
+def test_sse_ui_client_reaches_the_mtls_relay_with_its_flags(
+    relay: RelayThread, certs: Certs, tokens: Tokens
+) -> None:
+    """The UI's relay client (sensilla ui --tls-ca/--tls-cert/--tls-key/--token-file)
+    against the mutual-TLS relay with tokens: served with all of them, refused
+    without its certificate or its token."""
+    from ui.config import RelayConfig as UIConfig
+    from ui.data import RelayClient, RelayError
+
+    cert, key = certs.client("client")
+    token = str(tokens.files["team-x"])
+
+    def status(**kw: str) -> str:
+        client = RelayClient(UIConfig(address=relay.address, timeout=5, **kw))
+        try:
+            client.server_status()
+            return "OK"
+        except RelayError as exc:
+            return str(exc)
+        finally:
+            client.close()
+
+    assert status(tls_ca=certs.ca, tls_cert=cert, tls_key=key, token_file=token) == "OK"
+    assert status(tls_ca=certs.ca, token_file=token) != "OK"
+    no_token = status(tls_ca=certs.ca, tls_cert=cert, tls_key=key)
+    assert no_token != "OK" and "token" in no_token.lower()
