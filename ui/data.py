@@ -17,6 +17,7 @@ Streamlit process), see :class:`RelayConfig`.
 from __future__ import annotations
 
 import io
+import os
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -374,6 +375,18 @@ def make_channel(cfg: RelayConfig) -> grpc.Channel:
     return grpc.secure_channel(cfg.address, creds, options=options)
 
 
+def _tls_signature(cfg: RelayConfig) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for path in (cfg.tls_ca, cfg.tls_cert, cfg.tls_key):
+        if path:
+            try:
+                st_ = os.stat(path)
+                out.append((path, st_.st_mtime_ns, st_.st_size, st_.st_ino))
+            except OSError:
+                out.append((path, None))
+    return tuple(out)
+
+
 class RelayClient:
     """Blocking calls to the relay; every failure is a :class:`RelayError`.
 
@@ -381,15 +394,28 @@ class RelayClient:
 
     def __init__(self, cfg: RelayConfig) -> None:
         self.config = cfg
-        channel = make_channel(cfg)
-        self._stubs = _Stubs(
+        self._tls_files = _tls_signature(cfg)
+        self._current = self._connect()
+
+    def _connect(self) -> _Stubs:
+        channel = make_channel(self.config)
+        return _Stubs(
             channel=channel,
             observer=observer_pb2_grpc.ObserverStub(channel),
             query=query_pb2_grpc.QueryStub(channel),
         )
 
+    @property
+    def _stubs(self) -> _Stubs:
+        """The channel's stubs; a new channel once the TLS files changed (a rotated
+        client certificate or CA is used without restarting the UI)."""
+        sig = _tls_signature(self.config)
+        if sig != self._tls_files:
+            self._current, self._tls_files = self._connect(), sig  # the old one is collected
+        return self._current
+
     def close(self) -> None:
-        self._stubs.channel.close()
+        self._current.channel.close()
 
     # -- plumbing
 

@@ -289,3 +289,32 @@ def test_sse_ui_client_reaches_the_mtls_relay_with_its_flags(
     assert status(tls_ca=certs.ca, token_file=token) != "OK"
     no_token = status(tls_ca=certs.ca, tls_cert=cert, tls_key=key)
     assert no_token != "OK" and "token" in no_token.lower()
+
+
+def test_sse_ui_client_takes_a_rotated_client_certificate(
+    relay: RelayThread, certs: Certs, tokens: Tokens, tmp_path: Path
+) -> None:
+    """The UI's cached relay client starts with a certificate from another CA
+    (refused); the files are replaced with a trusted pair: its next call connects,
+    same client object, no restart."""
+    import shutil
+
+    from ui.config import RelayConfig as UIConfig
+    from ui.data import RelayClient, RelayError
+
+    cert, key = tmp_path / "ui.crt", tmp_path / "ui.key"
+    bad_c, bad_k = certs.client("untrusted")
+    shutil.copy(bad_c, cert)
+    shutil.copy(bad_k, key)
+    cfg = UIConfig(address=relay.address, tls_ca=certs.ca, tls_cert=str(cert),
+                   tls_key=str(key), token_file=str(tokens.files["admin"]), timeout=5)  # fmt: skip
+    client = RelayClient(cfg)
+    try:
+        with pytest.raises(RelayError):
+            client.server_status()
+        good_c, good_k = certs.client("client")
+        shutil.copy(good_k, key)
+        shutil.copy(good_c, cert)
+        client.server_status()  # no exception: the rotated pair is in use
+    finally:
+        client.close()
