@@ -78,6 +78,11 @@ def run(ctx: Context) -> None:
         for r in range(rounds):
             order = SETUPS[r % 3 :] + SETUPS[: r % 3]
             for setup in order:
+                # let the previous setup's followers go (a cancelled follower's task
+                # ends only once the relay notices: its queue is filtered first)
+                time.sleep(ctx.pick(5.0, 3.0, 0.5))
+                if not ctx.smoke:
+                    run_round(relay.address, 2, 4000)
                 cm: Any = contextlib.nullcontext()
                 if setup == "stalled":
                     cm = followers(relay.address, 1, [], 1)
