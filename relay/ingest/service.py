@@ -237,13 +237,17 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
             if kind != "batch":
                 raise _Invalid("hello may be sent only once, first")
             b = req.batch
+            try:
+                created_ns = b.created.ToNanoseconds() if b.HasField("created") else 0
+            except ValueError as exc:
+                raise _Invalid(f"batch.created: {exc}") from None
             batch = IngestBatch(
                 collector_id=session.collector_id,
                 boot_id=b.boot_id,
                 batch_seq=b.sequence,
                 flows=b.flows,
                 lost_events=b.lost_events,
-                created_ns=b.created.ToNanoseconds() if b.HasField("created") else 0,
+                created_ns=created_ns,
                 node_name=session.node_name,
             )
             validate_batch(batch)  # BatchError ends the stream with INVALID_ARGUMENT

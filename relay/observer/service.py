@@ -81,6 +81,16 @@ def flow_response(flow: flow_pb2.Flow, mask: field_mask_pb2.FieldMask | None) ->
     return Response(flow=masked(flow, mask), node_name=flow.node_name, time=flow.time)
 
 
+def _request_time(request: observer_pb2.GetFlowsRequest, name: str) -> int | None:
+    """A request's since/until in ns; INVALID_ARGUMENT when not a valid Timestamp."""
+    if not request.HasField(name):
+        return None
+    try:
+        return int(getattr(request, name).ToNanoseconds())
+    except ValueError as exc:
+        raise invalid(f"{name}: {exc}") from None
+
+
 class GetFlowsPlan:
     """A validated GetFlows request."""
 
@@ -89,8 +99,8 @@ class GetFlowsPlan:
         if request.first and request.follow:
             raise invalid("first: cannot be combined with follow")
         check_filters(limits, request.whitelist, request.blacklist)
-        self.since = request.since.ToNanoseconds() if request.HasField("since") else None
-        self.until = request.until.ToNanoseconds() if request.HasField("until") else None
+        self.since = _request_time(request, "since")
+        self.until = _request_time(request, "until")
         if self.since is not None and self.until is not None and self.since > self.until:
             raise invalid("since: is after until")
         self.mask: field_mask_pb2.FieldMask | None = None

@@ -85,8 +85,11 @@ def rpc(
 
 def window_ns(w: query_pb2.TimeWindow, now_ns: int | None = None) -> tuple[int, int]:
     now_ns = time.time_ns() if now_ns is None else now_ns
-    until = w.until.ToNanoseconds() if w.HasField("until") else now_ns
-    since = w.since.ToNanoseconds() if w.HasField("since") else until - HOUR_NS
+    try:
+        until = w.until.ToNanoseconds() if w.HasField("until") else now_ns
+        since = w.since.ToNanoseconds() if w.HasField("since") else until - HOUR_NS
+    except ValueError as exc:  # not a valid Timestamp
+        raise invalid(f"window: {exc}") from None
     if since > until:
         raise invalid("window.since: is after window.until")
     if since < 0 or until > 2**32 * 10**9:

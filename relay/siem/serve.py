@@ -99,8 +99,11 @@ async def resumed_flows(
             compiled = compile_request_filters(request.whitelist, request.blacklist)
         except FilterError as exc:
             raise PositionError(str(exc)) from None
-        since = request.since.ToNanoseconds() if request.HasField("since") else None
-        until = request.until.ToNanoseconds() if request.HasField("until") else None
+        try:
+            since = request.since.ToNanoseconds() if request.HasField("since") else None
+            until = request.until.ToNanoseconds() if request.HasField("until") else None
+        except ValueError as exc:  # not a valid Timestamp
+            raise PositionError(f"since/until: {exc}") from None
         if since is not None and until is not None and since > until:
             raise PositionError("since: is after until")
         mask = _mask(request)

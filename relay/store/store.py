@@ -145,6 +145,11 @@ def validate_batch(batch: IngestBatch) -> IngestBatch:
                 f"flow's (consecutive, from 1)"
             )
         prev = pos.sequence
+        if flow.HasField("time"):
+            try:
+                flow.time.ToNanoseconds()
+            except ValueError as exc:  # the flow's time must be a valid Timestamp
+                raise BatchError(f"batch.flows[{i}].time: {exc}") from None
         secs = flow.time.seconds
         times.append(0 if secs < 0 else min(secs, 2**32 - 1))
     batch.times = times
