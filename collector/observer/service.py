@@ -27,6 +27,12 @@ def validate_request(request: observer_pb2.GetFlowsRequest) -> CompiledFilter:
         raise FilterError("first", "cannot be combined with follow")
     if len(request.whitelist) + len(request.blacklist) > MAX_FILTERS:
         raise FilterError("whitelist", f"at most {MAX_FILTERS} filters per request")
+    for name in ("since", "until"):
+        if request.HasField(name):
+            try:
+                getattr(request, name).ToNanoseconds()
+            except ValueError as exc:  # not a valid Timestamp
+                raise FilterError(name, str(exc)) from None
     if (
         request.HasField("since")
         and request.HasField("until")
