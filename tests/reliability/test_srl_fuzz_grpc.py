@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sensilla.lab import Options, processes, temporary_lab
-from sensilla.protos import ingest_pb2, observer_pb2, query_pb2
+from sensilla.protos import flow_pb2, ingest_pb2, observer_pb2, query_pb2
 from tests.reliability import labfaults
 from tests.reliability.protofuzz import messages, mutate
 from tests.reliability.tiers import FUZZ_CASES
@@ -409,3 +409,100 @@ def test_srl_invalid_timestamps_are_invalid_arguments(relay: Target, collector: 
             assert _code(push_stub, iter(msgs)) == invalid
     relay.after(Tally())
     collector.after(Tally())
+
+
+# --- whatever a flow holds, the relay stores it and gives it back unchanged ----------
+
+
+NOW = time.time_ns() // 10**9
+RETAINED = 6 * 86400  # well inside the relay's default retention (7 days)
+
+
+def _shippable(flow: flow_pb2.Flow, ext: Any, cid: str, boot: int, seq: int, t: int) -> None:
+    """Make a random flow one the relay must accept: a FlowExtension with its position
+    (the rest of the extension random too) and a valid time."""
+    ext.position.collector_id, ext.position.boot_id, ext.position.sequence = cid, boot, seq
+    flow.extensions.Pack(ext)
+    flow.time.seconds, flow.time.nanos = divmod(t, 10**9)
+
+
+def test_srl_fuzz_relay_ingest_flow_contents(relay: Target) -> None:
+    """Random flows (every field, hostile strings, unknown enum values, odd times from
+    1970 to 2106) in valid batches on one Push stream: every batch is acked, and every
+    flow comes back from the relay's Observer API byte for byte."""
+    from relay.siem.position import flow_position, pack_resume
+    from sensilla.protos import extensions_pb2, observer_pb2_grpc
+
+    cid, boot = "srl-fuzz-contents", time.time_ns()
+    batches: list[ingest_pb2.Batch] = []
+    sent: dict[int, bytes] = {}
+
+    @SETTINGS
+    @given(
+        st.lists(
+            st.tuples(
+                messages(flow_pb2.Flow),
+                messages(extensions_pb2.FlowExtension),
+                st.one_of(st.integers(0, 2**32 - 1), st.integers(NOW - 3600, NOW + 3600)),
+                st.integers(0, 10**9 - 1),
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    def gen(flows: list[tuple[flow_pb2.Flow, Any, int, int]]) -> None:
+        batch = ingest_pb2.Batch(boot_id=boot, sequence=len(batches) + 1)
+        for flow, ext, secs, nanos in flows:
+            seq = len(sent) + 1
+            _shippable(flow, ext, cid, boot, seq, secs * 10**9 + nanos)
+            sent[seq] = flow.SerializeToString()
+            batch.flows.append(flow)
+        batches.append(batch)
+
+    gen()
+    hello = ingest_pb2.PushRequest(
+        hello=ingest_pb2.Hello(collector_id=cid, node_name="srl-fuzz", boot_id=boot)
+    )
+    reqs = [hello] + [ingest_pb2.PushRequest(batch=b) for b in batches]
+    push_stub = relay.channel.stream_stream(
+        "/sensilla.ingest.v1.Ingest/Push",
+        request_serializer=ingest_pb2.PushRequest.SerializeToString,
+        response_deserializer=ingest_pb2.PushResponse.FromString,
+    )
+    acked = 0
+    for resp in push_stub(iter(reqs), timeout=600):  # ends once every batch is acked
+        if resp.HasField("ack"):
+            assert resp.ack.boot_id == boot
+            acked = max(acked, resp.ack.sequence)
+    assert acked == len(batches)
+    got: dict[int, bytes] = {}
+    expired = 0
+    stub = observer_pb2_grpc.ObserverStub(relay.channel)
+    req = pack_resume({}, observer_pb2.GetFlowsRequest())
+    for resp in stub.GetFlows(req, timeout=600):
+        if resp.HasField("flow"):
+            pos = flow_position(resp.flow)
+            if pos is not None and pos[:2] == (cid, boot):
+                assert pos[2] not in got, f"flow {pos} delivered twice"
+                got[pos[2]] = resp.flow.SerializeToString()
+        elif resp.node_name == "srl-fuzz":
+            assert resp.lost_events.source == flow_pb2.HUBBLE_RING_BUFFER
+            expired += resp.lost_events.num_events_lost
+    # flows older than the retention (7 days) expire at once: reported, never silent
+    old = {
+        s
+        for s, data in sent.items()
+        if flow_pb2.Flow.FromString(data).time.seconds < NOW - RETAINED
+    }
+    missing = set(sent) - set(got)
+    assert missing <= old, f"recent flows missing: {sorted(missing - old)[:10]}"
+    assert expired == len(missing), (expired, len(missing))
+    changed = [
+        s for s in got if flow_pb2.Flow.FromString(got[s]) != flow_pb2.Flow.FromString(sent[s])
+    ]
+    assert not changed, f"{len(changed)} flows came back changed, e.g. {changed[:3]}"
+    print(
+        f"\nsrl fuzz relay ingest: {len(sent)} random flows in {len(batches)} batches acked; "
+        f"{len(got)} back unchanged, {expired} past retention reported lost"
+    )
+    relay.after(Tally(calls=len(batches)))
