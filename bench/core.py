@@ -182,11 +182,16 @@ def format_table(figures: Sequence[dict[str, Any]]) -> str:
 
 
 def markdown_table(figures: Sequence[dict[str, Any]]) -> str:
+    """The table with one more column: the 1-minute load average when the figure
+    was recorded."""
     rows = table_rows(figures)
-    out = ["| " + " | ".join(h or "status" for h in HEADER) + " |"]
-    out.append("|" + "|".join(" --- " for _ in HEADER) + "|")
-    for r in rows:
-        out.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
+    head = [*(h or "status" for h in HEADER), "load"]
+    out = ["| " + " | ".join(head) + " |"]
+    out.append("|" + "|".join(" --- " for _ in head) + "|")
+    for r, f in zip(rows, figures, strict=True):
+        load = f.get("load") or [0.0]
+        cells = [*(c.replace("|", "\\|") for c in r), f"{float(load[0]):.1f}"]
+        out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 

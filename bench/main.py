@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import shutil
 import sys
@@ -80,12 +81,18 @@ def update_doc(data: dict[str, object], doc: Path = DOC) -> bool:
         return False
     figures = data.get("figures") or []
     assert isinstance(figures, list)
-    load_s = data.get("load_start")
-    load_e = data.get("load_end")
+    stamps = [float(f.get("measured_at") or 0) for f in figures if f.get("measured_at")]
+    when = "unknown"
+    if stamps:
+        fmt = "%Y-%m-%d %H:%M UTC"
+        when = (
+            f"{time.strftime(fmt, time.gmtime(min(stamps)))} to "
+            f"{time.strftime(fmt, time.gmtime(max(stamps)))}"
+        )
     head = (
-        f"Mode `{data.get('mode')}`, commit `{data.get('commit')}`, "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(float(str(data.get('finished')))))}; "
-        f"load average at start {load_s}, at end {load_e} (2 cores, shared)."
+        f"Mode `{data.get('mode')}`, commit `{data.get('commit')}`, measured {when} on "
+        "2 shared cores; the last column is the 1-minute load average when each figure "
+        "was recorded."
     )
     body = f"{DOC_START}\n{head}\n\n{markdown_table(figures)}\n{DOC_END}"
     before, _, rest = text.partition(DOC_START)
@@ -112,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", type=Path, help="results file (default: bench/results/<mode>)")
     ap.add_argument("--no-merge", action="store_true", help="do not keep earlier figures")
     ap.add_argument("--update-doc", action="store_true", help="rewrite docs/performance.md table")
+    ap.add_argument(
+        "--doc-only",
+        action="store_true",
+        help="only rewrite docs/performance.md's table from the results file",
+    )
     ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
     ap.add_argument("--keep-workdir", action="store_true", help="keep the scratch directory")
@@ -128,6 +140,16 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             ap.error(f"unknown benchmark(s): {', '.join(unknown)} (see --list)")
         names = [n for n in MODULES if n in wanted]
+    if args.doc_only:
+        mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
+        path = args.output or RESULTS_DIR / (
+            "latest.json" if mode_name == "full" else f"{mode_name}.json"
+        )
+        data = json.loads(path.read_text())
+        if not update_doc(data):
+            ap.error(f"{DOC} has no table markers")
+        print(f"table written to {DOC} from {path}")
+        return 0
     if os.geteuid() != 0:
         ap.error("must run as root (labs, BPF programs, iptables inside namespaces)")
     run_mode = "smoke" if args.smoke else "quick" if args.quick else "full"
