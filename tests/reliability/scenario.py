@@ -278,7 +278,7 @@ def check_everything(
     state: Any,
 ) -> Figures:
     t_inject, _t_restore, t_restored = window
-    fig = Figures(fault.name, backend, notes=dict(fault.notes))
+    fig = Figures(fault.name, backend, notes={**fault.notes, "hold_s": fault.hold_s})
     problems: list[str] = []
 
     def expect(ok: bool, what: object) -> None:
