@@ -1,5 +1,9 @@
-"""Fuzz targets run in this process: each one's memory growth is measured and bounded
-(an input that makes a parser or encoder hold on to memory shows up here)."""
+"""Fuzz targets run in this process: each one's memory growth is measured and, in the
+fast tier, bounded (an input that makes a parser or encoder hold on to memory shows up
+here). In the full tier hypothesis's own bookkeeping of 10,000 examples takes hundreds
+of MiB (measured: 64 -> 632 MiB for an empty test body), so there the bound on the code
+under test comes from the atheris runs of the same targets (libFuzzer -rss_limit_mb,
+test_srl_atheris.py) and from the servers' RSS (test_srl_fuzz_grpc.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import resource
 from collections.abc import Iterator
 
 import pytest
+
+from tests.reliability.tiers import FULL
 
 MAX_GROWTH = 256 << 20
 
@@ -29,4 +35,5 @@ def bounded_memory(request: pytest.FixtureRequest) -> Iterator[None]:
     grown = _rss() - before
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
     print(f"\nsrl {request.node.name}: RSS {grown / 2**20:+.0f} MiB (peak {peak >> 20} MiB)")
-    assert grown < MAX_GROWTH, f"{request.node.name}: memory grew by {grown >> 20} MiB"
+    if not FULL:
+        assert grown < MAX_GROWTH, f"{request.node.name}: memory grew by {grown >> 20} MiB"
