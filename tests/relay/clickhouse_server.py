@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 SERVER_BIN = shutil.which("clickhouse-server") or "/usr/sbin/clickhouse-server"
@@ -65,11 +66,19 @@ _USERS = """<?xml version="1.0"?>
 
 
 def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the test process dies (even by SIGKILL)."""
+    """In the child: get SIGKILL when the test process dies (even by SIGKILL).
+
+    The kernel ties PDEATHSIG to the thread that forked, not to the process: a server
+    started from a short-lived thread (asyncio.to_thread's pool, shut down at the end of
+    asyncio.run) would be killed with it. Servers are therefore always spawned from
+    _SPAWNER's one thread, which lives as long as the test process."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-spawner")
 
 
 def free_port() -> int:
@@ -144,13 +153,15 @@ class ClickHouseServer:
         return f"clickhouse://{self.user}:{quote(self.password, safe='')}@127.0.0.1:{self.port}/sst"
 
     def start(self, timeout: float = 30.0) -> None:
-        self.proc = subprocess.Popen(
-            [SERVER_BIN, f"--config-file={self.dir / 'config.xml'}"],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.dir / "log" / "stderr.log", "ab"),  # noqa: SIM115
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        with open(self.dir / "log" / "stderr.log", "ab") as stderr:
+            self.proc = _SPAWNER.submit(
+                subprocess.Popen,
+                [SERVER_BIN, f"--config-file={self.dir / 'config.xml'}"],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            ).result()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

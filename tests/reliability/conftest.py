@@ -2,7 +2,7 @@
 fast tier, bounded (an input that makes a parser or encoder hold on to memory shows up
 here). In the full tier hypothesis's own bookkeeping of 10,000 examples takes hundreds
 of MiB (measured: 64 -> 632 MiB for an empty test body), so there the bound on the code
-under test comes from the atheris runs of the same targets (libFuzzer -rss_limit_mb,
+under test comes from the atheris runs of the same targets (atheris_run --rss-limit-mb,
 test_srl_atheris.py) and from the servers' RSS (test_srl_fuzz_grpc.py)."""
 
 from __future__ import annotations

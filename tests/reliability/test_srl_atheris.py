@@ -28,7 +28,7 @@ def test_srl_fuzz_atheris(target: str, tmp_path: Path) -> None:
             f"-runs={FUZZ_CASES}",
             "-len_control=0",  # hypothesis needs a few hundred bytes from the start
             "-max_len=4096",
-            "-rss_limit_mb=512",  # the code under test must not hold on to memory
+            "--rss-limit-mb=512",  # the code under test must not hold on to memory
             "-timeout=60",  # one input taking longer is a hang
             f"-artifact_prefix={tmp_path}/",
         ],
