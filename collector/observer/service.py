@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -14,7 +13,8 @@ from google.protobuf.wrappers_pb2 import UInt32Value
 from collector.observer.ring import Event, FlowRing
 from sensilla import __version__
 from sensilla.filters import CompiledFilter, FilterError, compile_request
-from sensilla.protos import flow_pb2, observer_pb2, observer_pb2_grpc, relay_pb2
+from sensilla.filters.fieldmask import unknown_flow_path
+from sensilla.protos import observer_pb2, observer_pb2_grpc, relay_pb2
 from sensilla.security.scope import current_scope
 
 log = logging.getLogger(__name__)
@@ -40,20 +40,11 @@ def validate_request(request: observer_pb2.GetFlowsRequest) -> CompiledFilter:
     ):
         raise FilterError("since", "is after until")
     if request.HasField("field_mask"):
-        for path in request.field_mask.paths:
-            if not _valid_path(path):
-                raise FilterError("field_mask", f"unknown flow field path {path!r}")
+        unknown = unknown_flow_path(request.field_mask.paths)
+        if unknown is not None:
+            i, path = unknown
+            raise FilterError(f"field_mask.paths[{i}]", f"unknown flow field path {path!r}")
     return compile_request(request)
-
-
-def _valid_path(path: str) -> bool:
-    descriptor: Any = flow_pb2.Flow.DESCRIPTOR
-    for part in path.split("."):
-        field = descriptor.fields_by_name.get(part) if descriptor is not None else None
-        if field is None:
-            return False
-        descriptor = field.message_type
-    return True
 
 
 def masked(event: Event, mask: field_mask_pb2.FieldMask | None) -> Event:
@@ -106,8 +97,7 @@ class LocalObserver(observer_pb2_grpc.ObserverServicer):
             history = [
                 e
                 for e in list(self.ring.events)
-                if in_window(e, since, until)
-                and (not e.HasField("flow") or matches(e.flow))
+                if in_window(e, since, until) and (not e.HasField("flow") or matches(e.flow))
             ]
             number = request.number
             if number:
@@ -121,9 +111,7 @@ class LocalObserver(observer_pb2_grpc.ObserverServicer):
             # The follower subscribed in the same loop step as the history snapshot,
             # so its queue holds exactly the events that came after it.
             async for e in follower:
-                if e.HasField("flow") and (
-                    not matches(e.flow) or not in_window(e, None, until)
-                ):
+                if e.HasField("flow") and (not matches(e.flow) or not in_window(e, None, until)):
                     continue
                 yield masked(e, mask)
         finally:

@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 from google.protobuf import field_mask_pb2
 
-from sensilla.protos import flow_pb2
+from sensilla.filters.fieldmask import unknown_flow_path
 
 
 @dataclass(frozen=True)
@@ -80,17 +80,8 @@ def check_namespaces(limits: Limits, field: str, values: Any) -> list[str]:
     return [check_text(limits, f"{field}[{i}]", v) for i, v in enumerate(values)]
 
 
-def valid_flow_path(path: str) -> bool:
-    descriptor: Any = flow_pb2.Flow.DESCRIPTOR
-    for part in path.split("."):
-        field = descriptor.fields_by_name.get(part) if descriptor is not None else None
-        if field is None:
-            return False
-        descriptor = field.message_type
-    return True
-
-
 def check_field_mask(mask: field_mask_pb2.FieldMask) -> None:
-    for i, path in enumerate(mask.paths):
-        if not valid_flow_path(path):
-            raise invalid(f"field_mask.paths[{i}]: unknown flow field path {path!r}")
+    unknown = unknown_flow_path(mask.paths)
+    if unknown is not None:
+        i, path = unknown
+        raise invalid(f"field_mask.paths[{i}]: unknown flow field path {path!r}")

@@ -45,6 +45,7 @@ from relay.siem.serve import resumed_flows, wants_resume
 from relay.store import StoreError
 from relay.store import flowquery as fq
 from sensilla.filters import CompiledFilter, FilterError, compile_request_filters
+from sensilla.filters.fieldmask import masked_flow
 from sensilla.protos import flow_pb2, observer_pb2, observer_pb2_grpc, relay_pb2
 from sensilla.security.scope import current_scope
 
@@ -69,16 +70,8 @@ def _ts(ns: int) -> Timestamp:
     return t
 
 
-def masked(flow: flow_pb2.Flow, mask: field_mask_pb2.FieldMask | None) -> flow_pb2.Flow:
-    if mask is None:
-        return flow
-    out = flow_pb2.Flow()
-    mask.MergeMessage(flow, out)
-    return out
-
-
 def flow_response(flow: flow_pb2.Flow, mask: field_mask_pb2.FieldMask | None) -> Response:
-    return Response(flow=masked(flow, mask), node_name=flow.node_name, time=flow.time)
+    return Response(flow=masked_flow(flow, mask), node_name=flow.node_name, time=flow.time)
 
 
 def _request_time(request: observer_pb2.GetFlowsRequest, name: str) -> int | None:
@@ -339,7 +332,8 @@ class RelayObserver(observer_pb2_grpc.ObserverServicer):
         scope = current_scope()
         return observer_pb2.GetNamespacesResponse(
             namespaces=[
-                observer_pb2.Namespace(namespace=n) for n in sorted(names)
+                observer_pb2.Namespace(namespace=n)
+                for n in sorted(names)
                 if scope.allows_namespace(n)
             ]
         )

@@ -186,7 +186,7 @@ def _filters(raw: Any, where: str) -> list[flow_pb2.FlowFilter]:
 
 
 def _mask(raw: Any, where: str) -> list[str]:
-    from relay.siem.formats import valid_flow_path
+    from sensilla.filters.fieldmask import valid_flow_path
 
     if raw is None:
         return []
@@ -245,11 +245,7 @@ def parse_exporter(raw: Any, where: str) -> ExporterConfig:
     )
     if "namespaces" in raw:
         ns = raw["namespaces"]
-        if (
-            not isinstance(ns, list)
-            or not ns
-            or not all(isinstance(n, str) and n for n in ns)
-        ):
+        if not isinstance(ns, list) or not ns or not all(isinstance(n, str) and n for n in ns):
             raise ConfigError(f"{where}.namespaces: a non-empty list of namespace names")
         from sensilla.security.scope import Scope
 

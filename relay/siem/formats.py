@@ -14,6 +14,7 @@ from typing import Any
 from google.protobuf import field_mask_pb2
 
 from relay.siem.resume import FLOW, StreamItem
+from sensilla.filters.fieldmask import masked_flow
 from sensilla.ocsf import flow_to_ocsf
 from sensilla.output.formats.jsonpb import to_json
 from sensilla.protos import flow_pb2, observer_pb2
@@ -22,29 +23,11 @@ from sensilla.protos import flow_pb2, observer_pb2
 SEVERITY = {flow_pb2.DROPPED: 4, flow_pb2.AUDIT: 5, flow_pb2.ERROR: 3}
 
 
-def valid_flow_path(path: str) -> bool:
-    descriptor: Any = flow_pb2.Flow.DESCRIPTOR
-    for part in path.split("."):
-        fd = descriptor.fields_by_name.get(part) if descriptor is not None else None
-        if fd is None:
-            return False
-        descriptor = fd.message_type
-    return True
-
-
-def masked(flow: flow_pb2.Flow, mask: field_mask_pb2.FieldMask | None) -> flow_pb2.Flow:
-    if mask is None:
-        return flow
-    out = flow_pb2.Flow()
-    mask.MergeMessage(flow, out)
-    return out
-
-
 def encode(item: StreamItem, fmt: str, mask: field_mask_pb2.FieldMask | None) -> bytes | None:
     """One record (no newline); None when the format has nothing for the item (OCSF
     has no event for a loss notice)."""
     if item.kind == FLOW and item.flow is not None:
-        flow = masked(item.flow, mask)
+        flow = masked_flow(item.flow, mask)
         if fmt == "ocsf":
             record = flow_to_ocsf(flow, observed_ns=item.time_ns)
             return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()

@@ -25,6 +25,7 @@ from google.protobuf import field_mask_pb2
 from relay.siem.position import PositionError, from_proto, resume_request
 from relay.siem.resume import FLOW, Notifier, ResumeStream
 from sensilla.filters import FilterError, compile_request_filters
+from sensilla.filters.fieldmask import unknown_flow_path
 from sensilla.protos import flow_pb2, observer_pb2
 
 Response = observer_pb2.GetFlowsResponse
@@ -41,12 +42,11 @@ def wants_resume(request: observer_pb2.GetFlowsRequest) -> bool:
 def _mask(request: observer_pb2.GetFlowsRequest) -> field_mask_pb2.FieldMask | None:
     if not request.HasField("field_mask") or not request.field_mask.paths:
         return None
-    from relay.siem.formats import valid_flow_path
-
     paths = list(request.field_mask.paths)
-    for i, p in enumerate(paths):
-        if not valid_flow_path(p):
-            raise PositionError(f"field_mask.paths[{i}]: unknown flow field path {p!r}")
+    unknown = unknown_flow_path(paths)
+    if unknown is not None:
+        i, p = unknown
+        raise PositionError(f"field_mask.paths[{i}]: unknown flow field path {p!r}")
     if "extensions" not in paths:
         paths.append("extensions")  # every flow of a resumable stream carries its position
     return field_mask_pb2.FieldMask(paths=paths)

@@ -18,8 +18,9 @@ from google.protobuf import field_mask_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay.siem.formats import encode, valid_flow_path
+from relay.siem.formats import encode
 from relay.siem.resume import FLOW, LOST, StreamItem
+from sensilla.filters.fieldmask import valid_flow_path
 from sensilla.ocsf import flow_to_ocsf
 from sensilla.ocsf.schema import validate_event
 from sensilla.output import PrinterOptions, available_formats, make_printer
