@@ -14,11 +14,11 @@ from typing import Any
 from tests.reliability.scenario import ARTIFACTS
 
 HEADER = (
-    "| fault | store | connections during the fault (allowed / denied) | denied that "
-    "connected | allowed that failed | flows built | flows stored | stored twice | "
-    "acked before the fault, all still stored | lost, reported (stream = metrics) | "
-    "connection sightings missing / unreported | drained after |\n"
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    "| fault | store | hold | connections during the fault (allowed / denied) | denied "
+    "that connected | allowed that failed | flows built | flows stored | stored twice | "
+    "acked before the fault: all still stored | lost, reported (stream = metrics) | "
+    "sightings missing / unreported | drained after |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 )
 
 
@@ -31,13 +31,18 @@ def _lost(fig: dict[str, Any]) -> str:
     return ", ".join(parts) + (" (=)" if same else " (metrics differ)")
 
 
+def _hold(fig: dict[str, Any]) -> str:
+    hold = fig["notes"].get("hold_s")
+    return "?" if hold is None else f"{hold:g} s"
+
+
 def row(fig: dict[str, Any]) -> str:
     unreported = fig["silent_losses"] + fig["notes"].get("missing_at_risk_unreported", 0)
     return (
-        f"| {fig['fault']} | {fig['backend']} | {fig['during_fault_allowed']} / "
+        f"| {fig['fault']} | {fig['backend']} | {_hold(fig)} | {fig['during_fault_allowed']} / "
         f"{fig['during_fault_denied']} | {fig['denied_connected']} | {fig['allowed_failed']} | "
         f"{fig['flows_built']} | {fig['flows_stored']} | {fig['duplicates']} | "
-        f"{fig['acked_before']}, yes | {_lost(fig)} | {fig['observations_missing']} / "
+        f"{fig['acked_before']}: yes | {_lost(fig)} | {fig['observations_missing']} / "
         f"{unreported} | {fig['recovery_s']} s |"
     )
 
