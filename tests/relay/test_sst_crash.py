@@ -34,8 +34,9 @@ def _run(kind: str, flows: int, rate: float, request: pytest.FixtureRequest) -> 
 
 @pytest.mark.parametrize("kind", ["chdb", "ch18"])
 def test_sst_sigkill_five_times_exactly_once(kind: str, request: pytest.FixtureRequest) -> None:
-    # paced (2 x 2500 flows/s) so that 5 kills land while ingest runs
-    _run(kind, 20_000, 2500, request)
+    # paced (2 x 1250 flows/s: 16 s of ingest) so that 5 kills land while ingest runs,
+    # also when a loaded machine takes 2 s per relay restart
+    _run(kind, 20_000, 1250, request)
 
 
 @pytest.mark.slow

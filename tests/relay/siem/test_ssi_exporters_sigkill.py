@@ -31,8 +31,13 @@ MAX_FILE = 512 * 1024
 def _file_positions(out: Path) -> tuple[list[tuple[str, int, int]], list[int]]:
     got, sizes = [], []
     for f in sorted(out.glob("flows*.log")):
-        sizes.append(f.stat().st_size)
-        for line in f.read_bytes().splitlines():
+        try:  # the exporter may rotate the file between the listing and the read
+            data = f.read_bytes()
+        except FileNotFoundError:
+            return _file_positions(out)
+        sizes.append(len(data))
+        whole = data[: data.rfind(b"\n") + 1]  # a line being written is not there yet
+        for line in whole.splitlines():
             rec = json.loads(line)
             p = rec["flow"]["extensions"]["position"]
             got.append((p["collector_id"], int(p["boot_id"]), int(p["sequence"])))
