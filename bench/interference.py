@@ -102,7 +102,7 @@ def run(ctx: Context) -> None:
                         steady, _ = run_round(relay.address, 2, flows_each, max_seconds)
                 if prof is not None:
                     top = prof.summary(8)
-                    incl = prof.inclusive("_live", "live_passes", "matches", "write_batches")
+                    incl = prof.inclusive("_live", "matching", "matches", "write_batches")
                     ctx.note(
                         f"relay profile with {idle_n} idle followers (py-spy, GIL holder): "
                         + (describe(top) if top else prof.error)

@@ -16,6 +16,11 @@ hold each flow once. Within one relay, a collector boot's batches are stored and
 published in sequence order (one stream per collector, rounds in arrival order);
 a batch completed after a crash of an earlier relay is published whole (marked
 ``recovered``), since some of its flows may already have been stored before the cut.
+
+Filtering: followers with the same filters (and the same access scope) share one
+evaluation per batch (``PublishedBatch.matching``): a thousand followers of one
+dashboard's filter cost one pass over each batch, not a thousand, and a follower
+whose filter matches nothing in a batch spends no per-flow work on it.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sensilla.protos import flow_pb2
@@ -41,10 +46,23 @@ class PublishedBatch:
     flows: Sequence[flow_pb2.Flow]
     lost_events: Sequence[flow_pb2.LostEvent] = ()
     recovered: bool = False
+    # filter key -> indices of the flows that pass it (filled by the first follower)
+    _matches: dict[Hashable, list[int]] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
 
     @property
     def boot(self) -> BootKey:
         return (self.collector_id, self.boot_id)
+
+    def matching(self, key: Hashable, passes: Callable[[flow_pb2.Flow], bool]) -> list[int]:
+        """Indices (ascending) of the flows for which ``passes`` is true; computed
+        once per batch for every follower whose filter has the same ``key``."""
+        found = self._matches.get(key)
+        if found is None:
+            found = [i for i, flow in enumerate(self.flows) if passes(flow)]
+            self._matches[key] = found
+        return found
 
 
 @dataclass

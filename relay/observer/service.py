@@ -21,6 +21,7 @@ GetFlows, as Hubble Relay answers it:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
@@ -119,6 +120,13 @@ class GetFlowsPlan:
         self.follow = bool(request.follow)
         # the caller's namespaces (sensilla.security): ANDed with the filters
         self.scope = current_scope()
+        # followers with equal filters and scope share one evaluation per batch
+        self.live_key = (
+            tuple(f.SerializeToString(deterministic=True) for f in request.whitelist),
+            tuple(f.SerializeToString(deterministic=True) for f in request.blacklist),
+            self.scope.admin,
+            self.scope.namespaces,
+        )
 
     @property
     def wants_history(self) -> bool:
@@ -135,9 +143,8 @@ class GetFlowsPlan:
             sel.params.update(p)
         return sel
 
-    def live_passes(self, flow: flow_pb2.Flow) -> bool:
-        if self.since is not None and flow.time.ToNanoseconds() < self.since:
-            return False
+    def live_filter(self, flow: flow_pb2.Flow) -> bool:
+        """The filters and the scope (what followers with the same live_key share)."""
         return self.scope.allows_flow(flow) and self.compiled.matches(flow)
 
 
@@ -274,15 +281,22 @@ class RelayObserver(observer_pb2_grpc.ObserverServicer):
                 for ev in batch.lost_events:
                     yield Response(lost_events=ev, node_name=batch.node_name, time=now)
             cut = sub.cut.get(batch.boot, 0)
-            seq = batch.first_seq + item.start
-            for flow in item.flows:
-                s, seq = seq, seq + 1
-                if s <= cut and not batch.recovered:
+            matching = batch.matching(plan.live_key, plan.live_filter)
+            lo = bisect.bisect_left(matching, item.start)
+            hi = bisect.bisect_left(matching, item.stop)
+            for i in matching[lo:hi]:
+                if batch.first_seq + i <= cut and not batch.recovered:
                     continue  # stored before the cut: the history had it
-                if until is not None and flow.time.ToNanoseconds() > until:
+                flow = batch.flows[i]
+                t = flow.time.ToNanoseconds()
+                if until is not None and t > until:
                     return
-                if plan.live_passes(flow):
-                    yield flow_response(flow, plan.mask)
+                if plan.since is not None and t < plan.since:
+                    continue
+                yield flow_response(flow, plan.mask)
+            last = batch.flows[item.stop - 1] if item.stop > item.start else None
+            if until is not None and last is not None and last.time.ToNanoseconds() > until:
+                return  # the stream has passed until (by flows that did not match too)
 
     # --- nodes, namespaces, status ---------------------------------------------------
 

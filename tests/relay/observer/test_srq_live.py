@@ -81,6 +81,10 @@ def test_srq_follower_before_traffic_gets_every_flow_in_node_order(
     filtered = Follower(
         relay.address, observer_pb2.GetFlowsRequest(follow=True, whitelist=wl, blacklist=bl)
     )
+    # a second follower of the same filters shares the relay's evaluation per batch
+    twin = Follower(
+        relay.address, observer_pb2.GetFlowsRequest(follow=True, whitelist=wl, blacklist=bl)
+    )
     try:
         clients = [
             SyntheticCollector(relay.address, f"srq-live-{i}", n, batch_size=400, seed=i)
@@ -102,12 +106,15 @@ def test_srq_follower_before_traffic_gets_every_flow_in_node_order(
         filtered.wait_flows(len(want))
         time.sleep(0.3)  # nothing more may come
         assert [position(f) for f in filtered.flows] == want
-        assert everything.error is None and filtered.error is None
+        twin.wait_flows(len(want))
+        assert [position(f) for f in twin.flows] == want
+        assert everything.error is None and filtered.error is None and twin.error is None
         lost = [r for r in everything.responses if r.HasField("lost_events")]
         assert lost == [], "a follower that keeps up loses nothing"
     finally:
         everything.close()
         filtered.close()
+        twin.close()
 
 
 def test_srq_history_then_live_has_no_gap_and_no_repeat(roomy_relay: RelayThread) -> None:
