@@ -70,10 +70,10 @@ class Baseline:
     def __init__(self) -> None:
         from bcc import BPF
 
-        self.bpf = BPF(text=(PROGS_DIR / "count.c").read_text())
+        self.bpf = BPF(text=(PROGS_DIR / "count.c").read_bytes())
         self.progs: dict[str, tuple[int, int]] = {}
         for tc_name, fn in (("from_pod", "count_ingress"), ("to_pod", "count_egress")):
-            f = self.bpf.load_func(fn, BPF.SCHED_CLS)
+            f = self.bpf.load_func(fn.encode(), BPF.SCHED_CLS)
             info = bpfsys.prog_info(f.fd)
             self.progs[tc_name] = (int(f.fd), int(info.id))
 

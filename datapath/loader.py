@@ -197,8 +197,8 @@ def compile_and_pin(d: Path, digest: bytes) -> None:
     """Compile with bcc, load both programs, pin programs and maps, then meta."""
     from bcc import BPF
 
-    b = BPF(
-        text=bpf_sources.source_text(),
+    b = BPF(  # bcc wants bytes (a str is converted with a DeprecationWarning)
+        text=bpf_sources.source_text().encode(),
         cflags=[f"-I{bpf_sources.SOURCE_DIR}", *CFLAGS],
     )
     try:
@@ -207,7 +207,7 @@ def compile_and_pin(d: Path, digest: bytes) -> None:
             with contextlib.suppress(FileNotFoundError):
                 (d / name).unlink()
         for p in PROGRAMS:
-            fn = b.load_func(p, BPF.SCHED_CLS)
+            fn = b.load_func(p.encode(), BPF.SCHED_CLS)
             bpfsys.obj_pin(fn.fd, str(d / p))
         for name in MAPS:
             bpfsys.obj_pin(b.get_table(name.encode()).map_fd, str(d / name))
