@@ -41,3 +41,42 @@ def test_srl_fuzz_atheris(target: str, tmp_path: Path) -> None:
     print(f"\nsrl atheris {target}: {done[-1] if done else '?'}")
     assert out.returncode == 0, out.stderr[-4000:]
     assert f"Done {FUZZ_CASES} runs" in out.stderr
+
+
+def _atheris_from_a_large_parent(tmp_path: Path, limit_mb: int) -> subprocess.CompletedProcess[str]:
+    """atheris_run started by a process that once held 1 GiB (as pytest may have)."""
+    child = [
+        sys.executable,
+        "-m",
+        "tests.reliability.atheris_run",
+        "decoder",
+        "-runs=400",  # over a second: libFuzzer checks its rss limit once a second
+        "-len_control=0",
+        f"--rss-limit-mb={limit_mb}",
+        f"-artifact_prefix={tmp_path}/",
+    ]
+    parent = (
+        "import subprocess, sys\n"
+        "big = bytearray(1 << 30)\n"
+        "for i in range(0, len(big), 4096): big[i] = 1\n"
+        "del big\n"
+        f"r = subprocess.run({child!r}, capture_output=True, text=True)\n"
+        "sys.stderr.write(r.stderr)\n"
+        "sys.exit(r.returncode)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", parent], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_srl_atheris_memory_bound_is_the_processs_own(tmp_path: Path) -> None:
+    """Regression: libFuzzer's -rss_limit_mb reads ru_maxrss, which Linux carries
+    across execve, so every target 'ran out of memory' at its first input under a
+    large pytest. The runner's bound is on the process's current RSS."""
+    pytest.importorskip("atheris")
+    ok = _atheris_from_a_large_parent(tmp_path, 512)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert "Done 400 runs" in ok.stderr
+    tripped = _atheris_from_a_large_parent(tmp_path, 20)  # below any Python process
+    assert tripped.returncode == 71, tripped.stderr[-3000:]
+    assert "out-of-memory" in tripped.stderr
