@@ -15,7 +15,6 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
 
@@ -124,7 +123,6 @@ class Shipper:
     async def _session(self, stop: asyncio.Event) -> None:
         metadata = self.call_metadata() if self.call_metadata is not None else None
         channel = self.channel_factory(self.target)
-        call: Any = None
         try:
             call = channel.stream_stream(
                 PUSH_METHOD,
@@ -215,8 +213,6 @@ class Shipper:
                 for task in (receiver, sender, stopper):
                     task.cancel()
                 call.cancel()
-        except grpc.aio.AioRpcError as exc:
-            raise await _final_status(call, exc) from exc
         finally:
             await channel.close(grace=None)
 
@@ -230,19 +226,3 @@ class Shipper:
             self.stats.flows_acked += flows_before
         prev = self.stats.last_ack.get(boot_id, 0)
         self.stats.last_ack[boot_id] = max(prev, sequence)
-
-
-async def _final_status(call: Any, exc: grpc.aio.AioRpcError) -> Exception:
-    """The status the relay ended the call with, when a failed write hides it: a relay
-    that refuses the token ends the call with PERMISSION_DENIED before reading Hello,
-    and the write of Hello only says INTERNAL ("Failed execute_batch")."""
-    if call is None:
-        return exc
-    try:
-        code = await asyncio.wait_for(call.code(), timeout=1.0)
-        details = await asyncio.wait_for(call.details(), timeout=1.0)
-    except Exception:
-        return exc
-    if code in (None, grpc.StatusCode.OK, grpc.StatusCode.CANCELLED, exc.code()):
-        return exc
-    return ConnectionError(f"relay ended the call: {code.name}: {details}")

@@ -31,6 +31,8 @@ the caller's scope (sensilla.security.scope.current_scope) for the servicer.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import inspect
@@ -267,12 +269,21 @@ def _peer(context: Any) -> str:
         return "?"
 
 
+async def _let_first_message_arrive(context: Any) -> None:
+    """Before refusing a client-streaming call, wait (at most 1 s) for the client's
+    first message: a Python aio client whose first write races with our status sees
+    only INTERNAL ("Failed execute_batch") and never learns why it was refused."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(context.read(), timeout=1.0)
+
+
 def _wrap(
     behavior: Callable[..., Any],
     store: TokenStore,
     method: str,
     stream_out: bool,
     local_admin: bool = False,
+    stream_in: bool = False,
 ) -> Any:
     """A handler behavior that authorizes the call, then runs with the caller's scope."""
 
@@ -283,6 +294,8 @@ def _wrap(
             return authorize(store, method, context.invocation_metadata())
         except AuthError as exc:
             log.warning("refused %s from %s: %s", method, _peer(context), exc.message)
+            if stream_in:
+                await _let_first_message_arrive(context)
             await context.abort(exc.code, exc.message)
             raise  # abort raises
 
@@ -348,12 +361,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             )
         if h.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap(h.stream_unary, store, method, False, self.local_admin),
+                _wrap(h.stream_unary, store, method, False, self.local_admin, stream_in=True),
                 request_deserializer=h.request_deserializer,
                 response_serializer=h.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            _wrap(h.stream_stream, store, method, True, self.local_admin),
+            _wrap(h.stream_stream, store, method, True, self.local_admin, stream_in=True),
             request_deserializer=h.request_deserializer,
             response_serializer=h.response_serializer,
         )
