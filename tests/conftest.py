@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,3 +58,20 @@ def full_lab() -> Iterator[Any]:
 
     with temporary_lab("tl", options=Options(relay=True, collectors=True)) as lab:
         yield lab
+
+
+@pytest.fixture(scope="module")
+def chdb_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """chDB is one embedded engine per process, bound to one path at a time: a
+    module's chDB tests share one directory (a keeper connection holds it open), each
+    test with its own database; everything is closed at the end of the module."""
+    import chdb
+
+    module = request.module.__name__.rsplit(".", 1)[-1]
+    d = Path(tempfile.mkdtemp(prefix=f"{module}-chdb-"))
+    keeper = chdb.connect(str(d))
+    try:
+        yield d
+    finally:
+        keeper.close()
+        shutil.rmtree(d, ignore_errors=True)

@@ -1,17 +1,13 @@
 """Fixtures for the relay's store and ingest tests (prefix: sst).
 
-chDB is one embedded engine per process, bound to one path at a time: a module's
-chDB tests share one directory (a keeper connection holds it open), each test with its
-own database, and everything is closed at the end of the module.
+chDB tests use the chdb_dir fixture of tests/conftest.py (one directory per module,
+each test with its own database).
 """
 
 from __future__ import annotations
 
 import itertools
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -32,19 +28,6 @@ def ch18() -> Iterator[ClickHouseServer]:
         yield server
     finally:
         server.cleanup()
-
-
-@pytest.fixture(scope="module")
-def chdb_dir() -> Iterator[Path]:
-    import chdb
-
-    d = Path(tempfile.mkdtemp(prefix="sst-chdb-"))
-    keeper = chdb.connect(str(d))
-    try:
-        yield d
-    finally:
-        keeper.close()
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def store_url(kind: str, request: pytest.FixtureRequest) -> str:

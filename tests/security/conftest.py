@@ -82,16 +82,3 @@ def tokens() -> Iterator[Tokens]:
         yield Tokens(d / "tokens.yaml", plain, files)
     finally:
         shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def chdb_dir() -> Iterator[Path]:
-    import chdb
-
-    d = Path(tempfile.mkdtemp(prefix="sse-chdb-"))
-    keeper = chdb.connect(str(d))
-    try:
-        yield d
-    finally:
-        keeper.close()
-        shutil.rmtree(d, ignore_errors=True)
