@@ -7,9 +7,7 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +20,7 @@ from sensilla.lab import Options
 from sensilla.lab.probe import probe, select_pairs
 from sensilla.protos import flow_pb2, observer_pb2, observer_pb2_grpc
 from tests import hubble_client as hc
+from tests.helpers import cli, scrape
 
 pytestmark = pytest.mark.needs_root
 
@@ -42,15 +41,6 @@ spec:
   - from: [{namespaceSelector: {matchLabels: {ns: x}}}]
     ports: [{port: 80, protocol: TCP}]
 """
-
-
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sensilla.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def lab_cli(lab: Any, *args: str) -> subprocess.CompletedProcess[str]:
@@ -201,20 +191,10 @@ def test_hubble_field_number_client_against_a_collector(
         client.close()
 
 
-def _scrape(address: str) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("sensilla_") and " " in line:
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
-
-
 def test_metrics_match_a_known_workload(full_lab: Any, traffic: dict[str, Any]) -> None:
     collector = collector_of(full_lab, "y/c")
     key = 'sensilla_drop_total{protocol="TCP",reason="POLICY_DENIED"}'
-    before = _scrape(collector["metrics"]).get(key, 0.0)
+    before = scrape(collector["metrics"]).get(key, 0.0)
     seen_before = _flows(
         full_lab, "y/c", "--to-pod", "y/c", "--verdict", "DROPPED", "--protocol", "tcp"
     )
@@ -222,12 +202,12 @@ def test_metrics_match_a_known_workload(full_lab: Any, traffic: dict[str, Any]) 
     for _ in range(3):
         probe(layout, select_pairs(layout, ["z/b"], ["y/c"]), 80, "TCP", timeout=0.3)
     time.sleep(0.5)
-    after = _scrape(collector["metrics"]).get(key, 0.0)
+    after = scrape(collector["metrics"]).get(key, 0.0)
     seen_after = _flows(
         full_lab, "y/c", "--to-pod", "y/c", "--verdict", "DROPPED", "--protocol", "tcp"
     )
     assert after - before == len(seen_after) - len(seen_before) > 0
-    m = _scrape(collector["metrics"])
+    m = scrape(collector["metrics"])
     processed = sum(v for k, v in m.items() if k.startswith("sensilla_flows_processed_total"))
     assert processed == m["sensilla_datapath_events_read"]
 
@@ -295,7 +275,7 @@ def test_perf_overflow_is_reported_as_lost_events(lab_factory: Any) -> None:
         iperf.wait()
     time.sleep(0.5)
     assert lost > 0, "no perf loss reported"
-    metrics = _scrape(collector["metrics"])
+    metrics = scrape(collector["metrics"])
     # every reported loss is counted; later reports may add to the metric
     assert metrics['sensilla_lost_events_total{source="perf_event_ring_buffer"}'] >= lost
     assert os.path.exists(f"/proc/{pid}")  # still running

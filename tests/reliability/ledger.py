@@ -11,7 +11,6 @@ seen by the nodes that must see it or else covered by a reported loss.
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -86,16 +85,6 @@ def read_stored(relay_address: str, timeout: float = 120.0) -> Stored:
                 ev = resp.lost_events
                 name = LOST_SOURCES.get(ev.source, str(ev.source))
                 out.lost[(resp.node_name, name)] += ev.num_events_lost
-    return out
-
-
-def scrape(address: str, timeout: float = 5.0) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout).read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("sensilla_") and " " in line:
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
     return out
 
 

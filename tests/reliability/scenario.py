@@ -27,8 +27,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import cli, scrape
 from tests.reliability import labfaults, ledger
 from tests.reliability.traffic import POLICY, POLICY_NAMES, Conn, Traffic
 
@@ -102,15 +101,6 @@ class Figures:
         )
 
 
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sensilla.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def apply_policy(lab: Any) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="srl-") as f:
         f.write(POLICY)
@@ -127,7 +117,7 @@ def _metrics(lab: Any) -> dict[str, dict[str, float]]:
     out = {}
     for node, c in labfaults.collectors(lab).items():
         try:
-            out[node] = ledger.scrape(c["metrics"])
+            out[node] = scrape(c["metrics"])
         except OSError:
             out[node] = {}
     return out

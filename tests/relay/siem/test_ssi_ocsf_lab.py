@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections import Counter
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 
 from sensilla.lab.probe import probe, select_pairs
 from sensilla.ocsf import model_validate, validate_event
+from tests.helpers import cli
 
 pytestmark = pytest.mark.needs_root
 
@@ -44,15 +44,6 @@ spec:
   policyTypes: [Ingress]
 """
 AUDIT = "policy.sensilla.io/audit"
-
-
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sensilla.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def _ping(layout: Any, src: str, dst_ip: str) -> int:
