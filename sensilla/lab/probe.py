@@ -22,6 +22,7 @@ from sensilla.lab.layout import LabLayout, PodLayout
 
 IPPROTO_SCTP = 132
 UDP_RESEND_S = 0.25
+SCTP_PORTS = 60999 - 32768 + 1  # Linux's default ephemeral range
 
 
 @dataclass
@@ -30,6 +31,11 @@ class ProbeResult:
     destination: str
     connected: bool
     detail: str = ""
+    # what a flow of this attempt carries, to find it among flows afterwards
+    port: int = 0
+    sport: int = 0
+    started_ns: int = 0  # wall clock, like flow times
+    ended_ns: int = 0
 
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -46,6 +52,8 @@ class ProbeResult:
 class _Attempt:
     src: PodLayout
     dst: PodLayout
+    port: int
+    started_ns: int = 0
     sock: socket.socket | None = None
     state: str = "connecting"
     result: ProbeResult | None = None
@@ -62,7 +70,16 @@ def _address(pod: PodLayout, family: int) -> str:
 
 def _finish(a: _Attempt, connected: bool, detail: str = "") -> None:
     if a.result is None:
-        a.result = ProbeResult(a.src.key, a.dst.key, connected, detail)
+        a.result = ProbeResult(
+            a.src.key,
+            a.dst.key,
+            connected,
+            detail,
+            port=a.port,
+            sport=a.sport,
+            started_ns=a.started_ns,
+            ended_ns=time.time_ns(),
+        )
 
 
 def probe(
@@ -73,6 +90,17 @@ def probe(
     family: int = 4,
     timeout: float = 1.5,
 ) -> list[ProbeResult]:
+    """One attempt per (source, destination) pair, all to `port`."""
+    return probe_ports([(src, dst, port) for src, dst in pairs], protocol, family, timeout)
+
+
+def probe_ports(
+    targets: list[tuple[PodLayout, PodLayout, int]],
+    protocol: str,
+    family: int = 4,
+    timeout: float = 1.5,
+) -> list[ProbeResult]:
+    """One attempt per (source, destination, port), all at once; results in order."""
     protocol = protocol.upper()
     if protocol not in ("TCP", "UDP", "SCTP"):
         raise ValueError(f"protocol {protocol!r}: must be TCP, UDP or SCTP")
@@ -80,13 +108,15 @@ def probe(
         raise ValueError(f"family {family}: must be 4 or 6")
     sel = selectors.DefaultSelector()
     af = socket.AF_INET if family == 4 else socket.AF_INET6
-    attempts = [_Attempt(src, dst) for src, dst in pairs]
+    attempts = [_Attempt(src, dst, port) for src, dst, port in targets]
     raw_socks: dict[str, socket.socket] = {}
     by_tag: dict[int, _Attempt] = {}
+    sctp_base = random.randrange(SCTP_PORTS)
     try:
         now = time.monotonic()
-        for a in attempts:
+        for i, a in enumerate(attempts):
             dst_addr = _address(a.dst, family)
+            a.started_ns = time.time_ns()
             if protocol == "SCTP":
                 raw = raw_socks.get(a.src.netns)
                 if raw is None:
@@ -98,9 +128,9 @@ def probe(
                 a.tag = random.getrandbits(32) or 1
                 while a.tag in by_tag:
                     a.tag = random.getrandbits(32) or 1
-                a.sport = random.randint(32768, 60999)
+                a.sport = _sctp_source_port(sctp_base, i)
                 by_tag[a.tag] = a
-                _send_init(raw, a, dst_addr, port)
+                _send_init(raw, a, dst_addr, a.port)
                 a.last_send = now
                 continue
             kind = socket.SOCK_STREAM if protocol == "TCP" else socket.SOCK_DGRAM
@@ -109,13 +139,15 @@ def probe(
             s.setblocking(False)
             a.sock = s
             if protocol == "TCP":
-                err = s.connect_ex((dst_addr, port))
+                err = s.connect_ex((dst_addr, a.port))
+                a.sport = s.getsockname()[1]
                 if err not in (0, errno.EINPROGRESS):
                     _finish(a, False, f"connect: {errno.errorcode.get(err, err)}")
                     continue
                 sel.register(s, selectors.EVENT_WRITE, ("tcp", a))
             else:
-                s.connect((dst_addr, port))
+                s.connect((dst_addr, a.port))
+                a.sport = s.getsockname()[1]
                 _send_udp(a)
                 a.last_send = now
                 sel.register(s, selectors.EVENT_READ, ("udp", a))
@@ -139,7 +171,7 @@ def probe(
                     if protocol == "UDP":
                         _send_udp(a)
                     else:
-                        _send_init(raw_socks[a.src.netns], a, _address(a.dst, family), port)
+                        _send_init(raw_socks[a.src.netns], a, _address(a.dst, family), a.port)
                     a.last_send = now
         for a in attempts:
             _finish(a, False, "timeout")
@@ -151,6 +183,12 @@ def probe(
             raw.close()
         sel.close()
     return [a.result for a in attempts if a.result is not None]
+
+
+def _sctp_source_port(base: int, i: int) -> int:
+    """Distinct source ports for the attempts of one round (raw SCTP has no socket
+    to pick one)."""
+    return 32768 + (base + i) % SCTP_PORTS
 
 
 def _send_udp(a: _Attempt) -> None:

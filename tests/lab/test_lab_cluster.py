@@ -12,7 +12,7 @@ import pytest
 
 from sensilla.lab import Options, down, topology, up
 from sensilla.lab import netns as N
-from sensilla.lab.probe import probe, select_pairs
+from sensilla.lab.probe import probe, probe_ports, select_pairs
 from sensilla.lab.runtime import BPF_ROOT, LABS_DIR, Lab, LabError
 
 pytestmark = pytest.mark.needs_root
@@ -47,6 +47,27 @@ def test_unserved_port_is_reported_not_connected(bare_lab: Any) -> None:
     for protocol in ("TCP", "UDP", "SCTP"):
         results = probe(layout, pairs, 82, protocol, 4, timeout=0.6)
         assert [r.connected for r in results] == [False, False], (protocol, results)
+
+
+@pytest.mark.parametrize("protocol", ["TCP", "UDP", "SCTP"])
+def test_probe_ports_reports_each_attempt_in_order(bare_lab: Any, protocol: str) -> None:
+    """Mixed ports in one round: each result names its port, its own source port
+    and when it ran, in the order asked (the reliability traffic finds flows by them)."""
+    layout = bare_lab.layout()
+    p = layout.pod
+    targets = [(p("x/a"), p("y/b"), 80), (p("x/a"), p("y/b"), 82), (p("z/c"), p("x/a"), 81)]
+    before = time.time_ns()
+    results = probe_ports(targets, protocol, 4, timeout=0.6)
+    after = time.time_ns()
+    assert [(r.source, r.destination, r.port) for r in results] == [
+        (s.key, d.key, port) for s, d, port in targets
+    ]
+    assert [r.connected for r in results] == [True, False, True], results
+    sports = [r.sport for r in results]
+    assert all(1024 <= sp <= 65535 for sp in sports), sports
+    assert sports[0] != sports[1]  # two sockets of one pod
+    for r in results:
+        assert before <= r.started_ns <= r.ended_ns <= after, r
 
 
 def _cli(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
@@ -182,9 +203,7 @@ def test_down_stops_a_process_that_execs_something_else() -> None:
     down(name)
     lab = Lab(name)
     lab.dir.mkdir(parents=True, exist_ok=True)
-    info = processes.start(
-        lab.dir, "execer", ["/bin/sh", "-c", "exec sleep 300"]
-    )
+    info = processes.start(lab.dir, "execer", ["/bin/sh", "-c", "exec sleep 300"])
     time.sleep(0.2)
     assert processes.alive(info.pid)
     assert down(name) == []

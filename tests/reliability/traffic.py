@@ -8,15 +8,12 @@ its agent); denied pairs must never connect (enforcement never fails open).
 
 from __future__ import annotations
 
-import errno
-import selectors
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
 
-from sensilla.lab import netns as N
 from sensilla.lab.layout import LabLayout, PodLayout
+from sensilla.lab.probe import probe_ports
 
 # NetworkPolicies that make the pairs below allowed or denied (default lab spec:
 # namespaces x, y, z with pods a, b, c).
@@ -82,100 +79,31 @@ class Conn:
         return {self.src_node, self.dst_node}
 
 
-@dataclass
-class _Attempt:
-    conn: Conn
-    sock: socket.socket
-    dst_key: str
-    state: str = "connecting"
-    buffer: bytes = b""
-
-
 def connect_round(
     pairs: list[tuple[PodLayout, PodLayout, int, bool]], timeout: float
 ) -> list[Conn]:
-    """Open one TCP connection per pair at once; allowed ones exchange a line with
-    the destination's server (which answers with its pod's name)."""
-    sel = selectors.DefaultSelector()
-    attempts: list[_Attempt] = []
-    try:
-        for src, dst, port, allowed in pairs:
-            with N.entered(src.netns):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setblocking(False)
-            err = s.connect_ex((dst.ipv4, port))
-            conn = Conn(
-                src.key,
-                dst.key,
-                src.ipv4,
-                dst.ipv4,
-                s.getsockname()[1],
-                port,
-                allowed,
-                time.time_ns(),
-                src_node=src.node.name,
-                dst_node=dst.node.name,
-            )
-            a = _Attempt(conn, s, dst.key)
-            attempts.append(a)
-            if err not in (0, errno.EINPROGRESS):
-                _done(a, False, f"connect: {errno.errorcode.get(err, err)}")
-                continue
-            sel.register(s, selectors.EVENT_WRITE, a)
-        deadline = time.monotonic() + timeout
-        while any(a.conn.ended_ns == 0 for a in attempts):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            for key, _ in sel.select(timeout=left):
-                _step(sel, key.data)
-        for a in attempts:
-            if a.conn.ended_ns == 0:
-                _done(a, False, "timeout")
-    finally:
-        for a in attempts:
-            a.sock.close()
-        sel.close()
-    return [a.conn for a in attempts]
-
-
-def _done(a: _Attempt, connected: bool, detail: str = "") -> None:
-    a.conn.connected = connected
-    a.conn.detail = detail
-    a.conn.ended_ns = time.time_ns()
-
-
-def _step(sel: selectors.BaseSelector, a: _Attempt) -> None:
-    s = a.sock
-    if a.state == "connecting":
-        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            sel.unregister(s)
-            _done(a, False, f"connect: {errno.errorcode.get(err, err)}")
-            return
-        try:
-            s.send(b"probe\n")
-        except OSError as exc:
-            sel.unregister(s)
-            _done(a, False, f"send: {exc}")
-            return
-        a.state = "reading"
-        sel.modify(s, selectors.EVENT_READ, a)
-        return
-    try:
-        data = s.recv(4096)
-    except (BlockingIOError, InterruptedError):
-        return
-    except OSError as exc:
-        sel.unregister(s)
-        _done(a, False, f"recv: {exc}")
-        return
-    a.buffer += data
-    if data and b"\n" not in a.buffer:
-        return
-    sel.unregister(s)
-    answer = a.buffer.decode(errors="replace").strip()
-    _done(a, answer == a.dst_key, "" if answer == a.dst_key else f"answered {answer!r}")
+    """Open one TCP connection per pair at once (the lab probe); allowed ones
+    exchange a line with the destination's server (which answers with its pod's
+    name)."""
+    results = probe_ports([(src, dst, port) for src, dst, port, _ in pairs], "TCP", 4, timeout)
+    return [
+        Conn(
+            src.key,
+            dst.key,
+            src.ipv4,
+            dst.ipv4,
+            r.sport,
+            port,
+            allowed,
+            r.started_ns,
+            ended_ns=r.ended_ns,
+            connected=r.connected,
+            detail=r.detail,
+            src_node=src.node.name,
+            dst_node=dst.node.name,
+        )
+        for (src, dst, port, allowed), r in zip(pairs, results, strict=True)
+    ]
 
 
 @dataclass
