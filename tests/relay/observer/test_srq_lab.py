@@ -96,16 +96,20 @@ def test_srq_lab_follower_gets_every_flow_of_the_traffic(lab: PolicyLab) -> None
         t0 = time.time_ns()
         for port, proto in ((80, "TCP"), (81, "UDP")):
             lab.probe(port, proto)
-        # collectors ship on a short timer: wait until the store stops growing and
-        # the follower has every stored flow
+        # collectors ship on a short timer, each on its own (one may still be
+        # reconnecting to the relay): wait until the store holds flows of every
+        # node, stops growing, and the follower has every stored flow
+        every_node = {n.name for n in lab.layout.nodes}
         deadline = time.monotonic() + 60
         last = -1
         while True:
             stored = stored_since(address, t0)
             got = {position(f) for f in follower.flows}
-            if stored and len(stored) == last and {position(f) for f in stored} <= got:
+            from_nodes = {f.node_name for f in stored}
+            all_got = {position(f) for f in stored} <= got
+            if from_nodes == every_node and len(stored) == last and all_got:
                 break
-            assert time.monotonic() < deadline, (len(stored), len(got))
+            assert time.monotonic() < deadline, (len(stored), len(got), from_nodes)
             last = len(stored)
             time.sleep(1.0)
         flows = follower.flows
@@ -117,7 +121,7 @@ def test_srq_lab_follower_gets_every_flow_of_the_traffic(lab: PolicyLab) -> None
         everything = {position(f) for f in stored_since(address, t0 - 60 * 10**9)}
         assert set(positions) <= everything
         nodes = {f.node_name for f in flows}
-        assert nodes == {n.name for n in lab.layout.nodes}, nodes
+        assert nodes == every_node, nodes
         per: dict[str, list[tuple[int, int]]] = {}
         for c, b, s in positions:
             per.setdefault(c, []).append((b, s))
