@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 from collector.policy.model import IPAddress, IPBlock, IPNetwork
 
@@ -40,7 +41,7 @@ class BlockAtom:
 class AddressAtom:
     address: IPAddress
 
-    @property
+    @cached_property
     def network(self) -> IPNetwork:
         return ipaddress.ip_network(self.address)
 
@@ -58,9 +59,15 @@ Atom = BlockAtom | AddressAtom
 class Partition:
     entries: tuple[tuple[IPNetwork, int], ...]  # (prefix, group index or -1 for none)
     groups: tuple[frozenset[Atom], ...]  # group index -> atoms
+    _by_atom: dict[Atom, list[int]] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for i, atoms in enumerate(self.groups):
+            for a in atoms:
+                self._by_atom.setdefault(a, []).append(i)
 
     def groups_with(self, atom: Atom) -> list[int]:
-        return [i for i, atoms in enumerate(self.groups) if atom in atoms]
+        return list(self._by_atom.get(atom, ()))
 
 
 def _sort_key(net: IPNetwork) -> tuple[int, int, int]:
@@ -70,8 +77,15 @@ def _sort_key(net: IPNetwork) -> tuple[int, int, int]:
 def partition(atoms: Iterable[Atom]) -> Partition:
     atoms = list(dict.fromkeys(atoms))
     prefixes = sorted({p for a in atoms for p in a.prefixes()}, key=_sort_key)
+    # An address atom covers its own host prefix only: look those up rather than ask
+    # every atom about every prefix (pods' addresses and Service frontends are many).
+    blocks = [a for a in atoms if isinstance(a, BlockAtom)]
+    hosts: dict[IPNetwork, list[Atom]] = {}
+    for a in atoms:
+        if isinstance(a, AddressAtom):
+            hosts.setdefault(a.network, []).append(a)
     sets: dict[IPNetwork, frozenset[Atom]] = {
-        p: frozenset(a for a in atoms if a.covers(p)) for p in prefixes
+        p: frozenset([*(a for a in blocks if a.covers(p)), *hosts.get(p, ())]) for p in prefixes
     }
     # Group ids in a stable order: by the first prefix (in address order) using them.
     group_index: dict[frozenset[Atom], int] = {}

@@ -15,7 +15,10 @@ identities. ipBlocks compile to CIDR groups matched on the remote address itself
 pods' addresses included. Named ports resolve against the destination pod: on
 ingress that is the endpoint itself; on egress, when pods sharing an identity
 resolve a name differently, the rule is installed per pod address (an address atom
-in the CIDR partition) instead of per identity.
+in the CIDR partition) instead of per identity. Service frontends (ClusterIPs)
+whose every ready backend the pod's egress allows compile to an exact-address entry
+for the frontend and its service port, attributed to the rules that allow the
+backends (at the pod's veth the packet still carries the ClusterIP).
 """
 
 from __future__ import annotations
@@ -33,12 +36,13 @@ from collector.policy.model import (
     EGRESS,
     INGRESS,
     PROTOCOL_NUMBERS,
+    IPAddress,
     IPNetwork,
     NetworkPolicy,
     Peer,
     PortSpec,
 )
-from collector.policy.verdict import selecting_policies
+from collector.policy.verdict import frontend_egress, selecting_policies
 from datapath.types import (
     ANY_PEER,
     ANY_PROTOCOL,
@@ -197,6 +201,23 @@ Target = tuple[object, ...]
 Entry = tuple[Target, int, int, int, RuleRef]  # target, protocol, lo, hi, ref
 
 
+class FrontendCache:
+    """Shared by the pods of one compile: backend address -> pod, and identity -> the
+    egress entries of the Service frontends it may reach (the verdict on a backend
+    depends on the source pod only through its namespace and labels)."""
+
+    def __init__(self, state: ClusterState) -> None:
+        self.by_identity: dict[int, list[Entry]] = {}
+        self._pods: dict[IPAddress, Pod] = {}
+        for pod in state.pods.values():
+            if not pod.host_network:
+                for a in pod.ips:
+                    self._pods.setdefault(a, pod)
+
+    def endpoint(self, addr: IPAddress) -> Pod | IPAddress:
+        return self._pods.get(addr, addr)
+
+
 def _peer_identities(
     peer: Peer, policy: NetworkPolicy, state: ClusterState, ident: IdentityTable
 ) -> set[int]:
@@ -229,12 +250,14 @@ class _DirectionCompiler:
         state: ClusterState,
         ident: IdentityTable,
         registry: AttributionRegistry,
+        frontend_cache: FrontendCache | None = None,
     ) -> None:
         self.pod = pod
         self.direction = direction
         self.state = state
         self.ident = ident
         self.registry = registry
+        self.frontend_cache = frontend_cache
         self.entries: list[Entry] = []
 
     # Destination pods reachable through a target, for egress named ports.
@@ -316,11 +339,38 @@ class _DirectionCompiler:
                             proto, lo, hi = _numeric(spec)
                             for t in targets:
                                 self.entries.append((t, proto, lo, hi, ref))
+        if self.direction == EGRESS:
+            self.entries.extend(self._frontend_entries())
         rules, cidrs = self._finish()
         deny = self.registry.deny(self.direction, (p.key for p in selecting))
         return EndpointPolicy(
             enforced=True, audit=audit, rules=rules, cidrs=cidrs, deny_attribution=deny
         )
+
+    def _frontend_entries(self) -> list[Entry]:
+        """Service frontends whose every ready backend this pod may reach: the
+        frontend address and service port, by the rules that allow the backends."""
+        if self.frontend_cache is None:
+            self.frontend_cache = FrontendCache(self.state)
+        cache = self.frontend_cache
+        identity = self.ident.by_pod.get(self.pod.key)
+        cached = cache.by_identity.get(identity) if identity is not None else None
+        if cached is not None:
+            return cached
+        out: list[Entry] = []
+        for fe in self.state.frontends.values():
+            proto = PROTOCOL_NUMBERS.get(fe.protocol)
+            if proto is None:
+                continue  # not a protocol a Service may carry
+            via = frontend_egress(self.pod, fe, self.state, cache.endpoint)
+            if via is None:
+                continue
+            target: Target = ("atom", C.AddressAtom(fe.address))
+            for m in via.matches:
+                out.append((target, proto, fe.port, fe.port, RuleRef(m.policy, EGRESS, m.rule)))
+        if identity is not None:
+            cache.by_identity[identity] = out
+        return out
 
     def _finish(self) -> tuple[tuple[PolicyRule, ...], tuple[CidrEntry, ...]]:
         atoms = [t[1] for t, *_ in self.entries if t[0] == "atom"]
@@ -367,12 +417,17 @@ def _segments(ranges: list[tuple[int, int, RuleRef]]) -> list[tuple[int, int, fr
 
 
 def compile_endpoint(
-    pod: Pod, state: ClusterState, ident: IdentityTable, registry: AttributionRegistry
+    pod: Pod,
+    state: ClusterState,
+    ident: IdentityTable,
+    registry: AttributionRegistry,
+    frontend_cache: FrontendCache | None = None,
 ) -> tuple[EndpointPolicy, EndpointPolicy]:
-    """(ingress, egress) policies of one pod."""
+    """(ingress, egress) policies of one pod. `frontend_cache` shares the Service
+    frontend verdicts between the pods of one compile."""
     audit = state.audit(pod)
     ingress = _DirectionCompiler(pod, INGRESS, state, ident, registry).compile(audit)
-    egress = _DirectionCompiler(pod, EGRESS, state, ident, registry).compile(audit)
+    egress = _DirectionCompiler(pod, EGRESS, state, ident, registry, frontend_cache).compile(audit)
     return ingress, egress
 
 
@@ -388,9 +443,10 @@ def compile_node(
     local = [k for k, p in state.pods.items() if p.node == node and k in ident.by_pod]
     ids = endpoint_ids(local, previous_ids)
     endpoints = {}
+    frontend_cache = FrontendCache(state)
     for key in sorted(local):
         pod = state.pods[key]
-        ingress, egress = compile_endpoint(pod, state, ident, registry)
+        ingress, egress = compile_endpoint(pod, state, ident, registry, frontend_cache)
         endpoints[key] = EndpointPlan(
             pod=key,
             endpoint_id=ids[key],

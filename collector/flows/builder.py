@@ -177,6 +177,7 @@ def build_flows(
     first_seq = sequencer.take(n)
     uuids = random_uuids(n) if new_uuid is None else [new_uuid() for _ in range(n)]
     lookup = ctx.directory.lookup
+    services = ctx.directory.services
     out: list[flow_pb2.Flow] = []
     for i in range(n):
         family = cols["family"][i]
@@ -224,6 +225,13 @@ def build_flows(
         elif proto == 58:
             f.l4.ICMPv6.type = cols["icmp_type"][i]
             f.l4.ICMPv6.code = cols["icmp_code"][i]
+        if services and proto in (6, 17, 132):
+            svc = services.get((saddr[i], sport))
+            if svc is not None:
+                f.source_service.CopyFrom(svc)
+            svc = services.get((daddr[i], dport))
+            if svc is not None:
+                f.destination_service.CopyFrom(svc)
         # the connection's direction from the endpoint's point of view
         conn_dir = hook_dir ^ 1 if is_reply else hook_dir
         f.traffic_direction = flow_pb2.INGRESS if conn_dir == L.DIR_INGRESS else flow_pb2.EGRESS

@@ -4,6 +4,10 @@ Built from the source's cluster state (the lab now, Kubernetes later) and the
 identity table, so remote addresses on other nodes resolve to their pods too.
 Each entry is a ready-made flow.Endpoint message, shared by every flow that
 mentions the address.
+
+Services (source_service / destination_service) by address and port: a Service
+frontend (what a pod addressed, before kube-proxy translates it) first, then a
+ready backend (what the destination pod's veth sees after the translation).
 """
 
 from __future__ import annotations
@@ -61,12 +65,17 @@ class Directory:
     node_name: str
     by_ip: dict[bytes, flow_pb2.Endpoint] = field(default_factory=dict)  # 16-byte address
     by_pod: dict[str, flow_pb2.Endpoint] = field(default_factory=dict)
+    # (16-byte address, port) -> the Service there
+    services: dict[tuple[bytes, int], flow_pb2.Service] = field(default_factory=dict)
 
     def lookup(self, addr16: bytes, identity: int) -> flow_pb2.Endpoint:
         ep = self.by_ip.get(addr16)
         if ep is not None:
             return ep
         return reserved_endpoint(identity or int(ReservedIdentity.WORLD))
+
+    def service(self, addr16: bytes, port: int) -> flow_pb2.Service | None:
+        return self.services.get((addr16, port))
 
 
 def addr16(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
@@ -102,4 +111,21 @@ def build_directory(
         directory.by_pod[key] = ep
         for a in pod.ips:
             directory.by_ip[addr16(a)] = ep
+    add_services(directory, state)
     return directory
+
+
+def add_services(directory: Directory, state: ClusterState) -> None:
+    """Frontends first, then backends; the first Service (by namespace/name) wins
+    where several share an address and port."""
+    frontends = sorted(state.frontends.values(), key=lambda fe: fe.service)
+    for fe in frontends:
+        directory.services.setdefault((addr16(fe.address), fe.port), _service(fe.service))
+    for fe in frontends:
+        for b in fe.backends:
+            directory.services.setdefault((addr16(b.address), b.port), _service(fe.service))
+
+
+def _service(key: str) -> flow_pb2.Service:
+    namespace, _, name = key.partition("/")
+    return flow_pb2.Service(namespace=namespace, name=name)

@@ -1,7 +1,10 @@
-"""The cluster as the policy model sees it: nodes, namespaces, pods, policies.
+"""The cluster as the policy model sees it: nodes, namespaces, pods, policies, and
+the Service frontends pods may address.
 
 Built from Kubernetes-shaped objects (v1 Node, Namespace, Pod, NetworkPolicy), the
-same whether they come from the lab state directory or from an API server.
+same whether they come from the lab state directory or from an API server. Service
+frontends come from Services and EndpointSlices (collector.sources.k8s_services):
+egress to a ClusterIP is judged on the backends behind it (docs/kubernetes.md).
 """
 
 from __future__ import annotations
@@ -89,6 +92,31 @@ class Node:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ServiceBackend:
+    """A ready endpoint behind a frontend: where kube-proxy may send the traffic."""
+
+    address: IPAddress
+    port: int
+    protocol: str
+
+
+@dataclass(frozen=True)
+class ServiceFrontend:
+    """A Service frontend (ClusterIP, externalIP or load-balancer IP) and service
+    port, as pods' packets carry it before kube-proxy translates it."""
+
+    service: str  # "ns/name"
+    address: IPAddress
+    port: int
+    protocol: str
+    backends: tuple[ServiceBackend, ...] = ()
+
+    @property
+    def key(self) -> tuple[IPAddress, int, str]:
+        return (self.address, self.port, self.protocol)
+
+
 @dataclass
 class ClusterState:
     """A consistent snapshot of everything policy depends on."""
@@ -98,6 +126,8 @@ class ClusterState:
     pods: dict[str, Pod] = field(default_factory=dict)  # "ns/name" -> Pod
     policies: dict[str, NetworkPolicy] = field(default_factory=dict)  # "ns/name" -> policy
     revision: int = 0
+    # (address, service port, protocol) -> frontend
+    frontends: dict[tuple[IPAddress, int, str], ServiceFrontend] = field(default_factory=dict)
 
     # --- lookups ------------------------------------------------------------------
     def namespace(self, name: str) -> Namespace:
@@ -131,6 +161,11 @@ class ClusterState:
     def audit(self, pod: Pod) -> bool:
         return pod.audit or self.namespace(pod.namespace).audit
 
+    def frontend(self, addr: IPAddress, port: int | None, protocol: str) -> ServiceFrontend | None:
+        if port is None:
+            return None
+        return self.frontends.get((addr, port, protocol.upper()))
+
     # --- building -----------------------------------------------------------------
     @classmethod
     def build(
@@ -140,6 +175,7 @@ class ClusterState:
         pods: Iterable[Pod] = (),
         policies: Iterable[NetworkPolicy] = (),
         revision: int = 0,
+        frontends: Iterable[ServiceFrontend] = (),
     ) -> ClusterState:
         state = cls(revision=revision)
         for n in nodes:
@@ -151,6 +187,14 @@ class ClusterState:
             state.namespaces.setdefault(p.namespace, Namespace(p.namespace))
         for pol in policies:
             state.policies[pol.key] = pol
+        for fe in frontends:
+            old = state.frontends.get(fe.key)
+            if old is not None:
+                # an address and port of two Services (shared externalIPs): either's
+                # backends may receive the traffic, so both are judged
+                backends = tuple(dict.fromkeys(old.backends + fe.backends))
+                fe = ServiceFrontend(old.service, fe.address, fe.port, fe.protocol, backends)
+            state.frontends[fe.key] = fe
         return state
 
     @classmethod
@@ -161,6 +205,7 @@ class ClusterState:
         pods: Iterable[Mapping[str, Any]] = (),
         policies: Iterable[Mapping[str, Any]] = (),
         revision: int = 0,
+        frontends: Iterable[ServiceFrontend] = (),
     ) -> ClusterState:
         """From Kubernetes objects. Policies are validated (PolicyValidationError)."""
         from collector.policy.parse import policy_from_object
@@ -171,6 +216,7 @@ class ClusterState:
             [pod_from_object(o) for o in pods],
             [policy_from_object(o) for o in policies],
             revision,
+            frontends,
         )
 
 

@@ -34,6 +34,11 @@ def _side(v: Verdict, side: SideVerdict) -> list[str]:
     selected = ", ".join(side.selecting)
     if side.reason == "allowed":
         lines = [f"{head} {pod}: allowed; {pod} is selected for {kind} by {selected}, and"]
+        if side.service:
+            lines[0] = (
+                f"{head} {pod}: allowed; {other} is a frontend of Service {side.service} and "
+                f"{pod} (selected for {kind} by {selected}) may reach every ready backend:"
+            )
         for m in side.matches:
             lines.append(f"  - {m.path} allows it ({m.peer_text}; {m.port_text})")
         return lines
@@ -70,6 +75,7 @@ def _side_dict(side: SideVerdict) -> dict[str, Any]:
         "allowed": side.allowed,
         "audit": side.audit,
         "selected_by": list(side.selecting),
+        "service": side.service or None,
         "allowed_by": [
             {
                 "policy": m.policy,

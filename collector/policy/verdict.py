@@ -8,14 +8,20 @@ namespace selects the pod for that direction (policyTypes); then it allows exact
 the union of the rules of every such policy, and default deny applies to the rest.
 Traffic between a pod and its own node always passes. Pod-to-itself is judged like
 any other pair (upstream e2e tables do the same; loopback never reaches the datapath).
+
+Egress to a Service frontend (a ClusterIP: the address a pod's packets carry before
+kube-proxy translates them) is also allowed when the frontend has ready backends and
+the pod's egress allows every one of them (kube-proxy may pick any); see
+docs/kubernetes.md, "Traffic to a ClusterIP".
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from collector.policy.cluster import ClusterState, Pod
+from collector.policy.cluster import ClusterState, Pod, ServiceFrontend
 from collector.policy.model import (
     EGRESS,
     INGRESS,
@@ -62,7 +68,9 @@ class SideVerdict:
 
     reason: "not-a-pod" (the endpoint is an address: nothing to enforce),
     "own-node" (pod <-> its node), "not-isolated" (no policy selects the pod for
-    this direction), "allowed" (some rule allows it), "default-deny"."""
+    this direction), "allowed" (some rule allows it), "default-deny".
+    service: the Service ("ns/name") whose backends the egress was judged on, when
+    the destination is its frontend and the rules allow every backend."""
 
     direction: str
     pod: str | None
@@ -70,6 +78,7 @@ class SideVerdict:
     selecting: tuple[str, ...] = ()
     matches: tuple[RuleMatch, ...] = ()
     audit: bool = False
+    service: str = ""
 
     @property
     def allowed(self) -> bool:
@@ -226,6 +235,39 @@ def side_verdict(
     )
 
 
+def frontend_egress(
+    pod: Pod,
+    fe: ServiceFrontend,
+    state: ClusterState,
+    resolve: Callable[[IPAddress], Endpoint] | None = None,
+) -> SideVerdict | None:
+    """`pod`'s egress to a Service frontend judged on the backends behind it: allowed
+    (with the rules that allow the backends) when there is at least one ready backend
+    and the pod's rules allow every one; None otherwise. Never fails open: one backend
+    the pod may not reach denies the frontend, since kube-proxy may pick it.
+    `resolve` maps a backend address to its pod (default: a scan of the state)."""
+    if not fe.backends:
+        return None
+    matches: list[RuleMatch] = []
+    last: SideVerdict | None = None
+    for b in fe.backends:
+        ep = resolve(b.address) if resolve is not None else resolve_endpoint(b.address, state)
+        last = side_verdict(pod, EGRESS, ep, ep, b.port, b.protocol, state, b.address.version)
+        if last.reason != "allowed":
+            return None
+        matches.extend(last.matches)
+    assert last is not None
+    return SideVerdict(
+        EGRESS,
+        pod.key,
+        "allowed",
+        last.selecting,
+        tuple(dict.fromkeys(matches)),
+        last.audit,
+        service=fe.service,
+    )
+
+
 def on_own_node(pod: Pod, other: Endpoint, state: ClusterState) -> bool:
     if isinstance(other, Pod):
         if not other.host_network:
@@ -272,6 +314,9 @@ def verdict(
             egress = SideVerdict(EGRESS, s.key, "own-node", audit=state.audit(s))
         else:
             egress = side_verdict(s, EGRESS, d, d, port, protocol, state, family)
+            fe = None if isinstance(d, Pod) else state.frontend(d, port, protocol)
+            if not egress.allowed and fe is not None:
+                egress = frontend_egress(s, fe, state) or egress
     else:
         egress = SideVerdict(EGRESS, None, "not-a-pod")
     if isinstance(d, Pod):

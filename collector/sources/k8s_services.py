@@ -13,17 +13,19 @@ flow's source_service / destination_service:
 `ServiceIndex.backends(cluster_ip, port, protocol)` resolves a ClusterIP and a
 service port to the endpoints behind it (ready endpoints, the EndpointSlice's
 port of the same name), which is what kube-proxy may DNAT that traffic to, and
-`allowed_frontends(index, egress_allows)` lists the frontends a pod's egress
-policy allows once resolved that way. See docs/kubernetes.md, "Traffic to a
-ClusterIP".
+`service_frontends(index)` hands every frontend with its backends to the policy
+model, which judges a pod's egress to a ClusterIP on them. See docs/kubernetes.md,
+"Traffic to a ClusterIP".
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from collector.policy.cluster import ServiceBackend, ServiceFrontend
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -213,20 +215,17 @@ def frontends(index: ServiceIndex) -> list[Frontend]:
     return sorted(out, key=lambda f: (f.service, f.address.version, int(f.address), f.port))
 
 
-def allowed_frontends(
-    index: ServiceIndex, egress_allows: Callable[[Backend], bool]
-) -> list[Frontend]:
-    """The Service frontends one pod's egress may reach, judged on the backends.
-
-    At the pod's veth a connection to a ClusterIP still carries the ClusterIP (the
-    node's kube-proxy translates it afterwards), so egress policy cannot see which
-    backend it will reach. A frontend port is allowed when it has at least one ready
-    backend and `egress_allows` allows *every* ready backend (its address, target
-    port and protocol): kube-proxy may pick any of them, and Sensilla never fails
-    open. Call again whenever Services, EndpointSlices, pods or policies change."""
+def service_frontends(index: ServiceIndex) -> list[ServiceFrontend]:
+    """Every frontend with the ready backends behind it, for the policy model: egress
+    to a ClusterIP is judged on them (collector.policy.verdict.frontend_egress). At the
+    pod's veth a connection to a ClusterIP still carries the ClusterIP (the node's
+    kube-proxy translates it afterwards), so egress policy cannot see which backend
+    it will reach."""
     out = []
     for fe in frontends(index):
-        backends = index.backends(fe.address, fe.port, fe.protocol)
-        if backends and all(egress_allows(b) for b in backends):
-            out.append(fe)
+        backends = tuple(
+            ServiceBackend(b.address, b.port, b.protocol)
+            for b in index.backends(fe.address, fe.port, fe.protocol)
+        )
+        out.append(ServiceFrontend(str(fe.service), fe.address, fe.port, fe.protocol, backends))
     return out

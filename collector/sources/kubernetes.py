@@ -198,16 +198,23 @@ class KubernetesSource:
             return Snapshot(self._revision, {k: dict(v) for k, v in self._objects.items()})
 
     def cluster_state(self) -> ClusterState:
-        """The policy model's view (PolicyValidationError for an invalid policy)."""
+        """The policy model's view (PolicyValidationError for an invalid policy),
+        Service frontends included (egress to a ClusterIP is judged on its backends)."""
         from collector.policy.cluster import ClusterState
+        from collector.sources.k8s_services import ServiceIndex, service_frontends
 
         snap = self.snapshot()
+        index = ServiceIndex.from_objects(
+            snap.objects.get("services", {}).values(),
+            snap.objects.get("endpointslices", {}).values(),
+        )
         return ClusterState.from_objects(
             nodes=snap.objects.get("nodes", {}).values(),
             namespaces=snap.objects.get("namespaces", {}).values(),
             pods=snap.objects.get("pods", {}).values(),
             policies=snap.objects.get("networkpolicies", {}).values(),
             revision=snap.revision,
+            frontends=service_frontends(index),
         )
 
     def services(self) -> ServiceIndex:

@@ -64,10 +64,10 @@ def open_source(spec: SourceSpec, sync_timeout: float = 60.0) -> _Source:
         if not Path(spec.path).is_dir():
             raise SourceSpecError(f"--source lab:{spec.path}: no such directory")
         return LabSource(spec.path)
-    from collector.sources.kubernetes import POLICY_KINDS, KubernetesSource, SourceError
+    from collector.sources.kubernetes import DEFAULT_KINDS, KubernetesSource, SourceError
 
     try:
-        src = KubernetesSource.connect(kubeconfig=spec.path or None, kinds=POLICY_KINDS)
+        src = KubernetesSource.connect(kubeconfig=spec.path or None, kinds=DEFAULT_KINDS)
     except SourceError as exc:
         raise SourceSpecError(f"--source kubernetes: {exc}") from exc
     src.start()

@@ -112,10 +112,10 @@ def _run(args: argparse.Namespace) -> int:
         status_writer = write
         source = src
     elif args.source == "kubernetes":
-        from collector.sources.kubernetes import POLICY_KINDS, KubernetesSource, SourceError
+        from collector.sources.kubernetes import DEFAULT_KINDS, KubernetesSource, SourceError
 
         try:
-            ksrc = KubernetesSource.connect(kubeconfig=args.kubeconfig, kinds=POLICY_KINDS)
+            ksrc = KubernetesSource.connect(kubeconfig=args.kubeconfig, kinds=DEFAULT_KINDS)
         except SourceError as exc:
             raise UsageError(str(exc)) from exc
         ksrc.start()

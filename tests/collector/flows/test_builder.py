@@ -209,3 +209,47 @@ def test_workloads_from_the_controller() -> None:
     assert (w.kind, w.name) == ("StatefulSet", "db")
     obj["metadata"]["ownerReferences"] = []
     assert workloads(pod_from_object(obj)) == []
+
+
+def test_services_by_frontend_then_backend() -> None:
+    """x/a connects to the Service y/web (ClusterIP 10.96.0.10:80, backend y/b:8080):
+    the egress flow names it as destination_service by its frontend, the ingress flow
+    at y/b's veth (after kube-proxy's DNAT) by its backend, and the reply names it as
+    source_service; other ports and addresses name no Service."""
+    from collector.policy.cluster import ServiceBackend, ServiceFrontend
+
+    base = cluster()
+    state = ClusterState.build(
+        nodes=base.nodes.values(),
+        namespaces=base.namespaces.values(),
+        pods=base.pods.values(),
+        frontends=[
+            ServiceFrontend(
+                "y/web",
+                A("10.96.0.10"),
+                80,
+                "TCP",
+                (ServiceBackend(A("10.244.2.10"), 8080, "TCP"),),
+            )
+        ],
+    )
+    directory = build_directory("n1", state, identities_for(state), {"x/a": 42})
+    c = BuildContext("n1", directory, AttributionRegistry(), {})
+
+    def flow(saddr: str, sport: int, daddr: str, dport: int, proto: int = 6) -> flow_pb2.Flow:
+        ev = event(family=4, proto=proto, saddr=saddr, daddr=daddr, sport=sport, dport=dport)
+        [f] = build_flows(ev, c, Sequencer("n1", 1))
+        return f
+
+    def names(f: flow_pb2.Flow) -> tuple[str, str]:
+        return (
+            f"{f.source_service.namespace}/{f.source_service.name}".strip("/"),
+            f"{f.destination_service.namespace}/{f.destination_service.name}".strip("/"),
+        )
+
+    assert names(flow("10.244.1.10", 40000, "10.96.0.10", 80)) == ("", "y/web")
+    assert names(flow("10.96.0.10", 80, "10.244.1.10", 40000)) == ("y/web", "")
+    assert names(flow("10.244.1.10", 40000, "10.244.2.10", 8080)) == ("", "y/web")
+    assert names(flow("10.244.1.10", 40000, "10.96.0.10", 81)) == ("", "")
+    assert names(flow("10.244.1.10", 40000, "10.244.2.10", 80)) == ("", "")
+    assert names(flow("10.244.1.10", 0, "10.96.0.10", 0, proto=1)) == ("", "")

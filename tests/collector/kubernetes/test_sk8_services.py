@@ -3,38 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
 
 import pytest
 
-from collector.policy.cluster import ClusterState
+from collector.compiler import AttributionRegistry, compile_node
+from collector.policy.explain import explain_text
 from collector.policy.verdict import verdict
-from collector.sources.k8s_services import Backend, ServiceIndex, allowed_frontends
+from collector.sources.k8s_services import Backend, ServiceIndex
+from tests.collector.policy.clusterip_data import clusterip_cluster, service, slice_
 
 pytestmark = pytest.mark.unit
-
-
-def service(ns: str, name: str, ip: str | None, *ports: tuple[str, int, str]) -> dict[str, Any]:
-    spec: dict[str, Any] = {"ports": [{"name": n, "port": p, "protocol": pr} for n, p, pr in ports]}
-    spec["clusterIP"] = ip or "None"
-    if ip:
-        spec["clusterIPs"] = [ip]
-    return {"metadata": {"namespace": ns, "name": name}, "spec": spec}
-
-
-def slice_(ns: str, svc: str, name: str, eps: list[tuple[str, str, bool | None]],
-           *ports: tuple[str, int, str]) -> dict[str, Any]:
-    endpoints = []
-    for ip, pod, ready in eps:
-        ep: dict[str, Any] = {"addresses": [ip],
-                              "targetRef": {"kind": "Pod", "namespace": ns, "name": pod}}
-        if ready is not None:
-            ep["conditions"] = {"ready": ready}
-        endpoints.append(ep)
-    return {"metadata": {"namespace": ns, "name": name,
-                         "labels": {"kubernetes.io/service-name": svc}},
-            "addressType": "IPv4", "endpoints": endpoints,
-            "ports": [{"name": n, "port": p, "protocol": pr} for n, p, pr in ports]}
 
 
 def test_sk8_lookup_frontends_then_backends() -> None:
@@ -64,40 +42,47 @@ def test_sk8_lookup_frontends_then_backends() -> None:
 
 
 def test_sk8_clusterip_egress_judged_on_every_backend() -> None:
-    """x/client may reach pod=db on 5432 only. The db Service's ClusterIP is allowed
-    while every ready backend is a db pod; a backend it may not reach makes the
-    whole frontend denied (kube-proxy could pick it)."""
-    def pod(name: str, ip: str, **labels: str) -> dict[str, Any]:
-        return {"metadata": {"namespace": "x", "name": name, "labels": labels},
-                "spec": {"nodeName": "n1"}, "status": {"podIP": ip}}
+    """The db Service's ClusterIP is allowed while every ready backend is a db pod;
+    a backend the client may not reach makes the whole frontend denied (kube-proxy
+    could pick it); no ready backend, no allowance."""
+    state = clusterip_cluster()
+    v = verdict("x/client", "10.96.1.1", 5432, "TCP", state)
+    assert v.egress.allowed and v.egress.service == "x/db"
+    assert [m.path for m in v.egress.matches] == [
+        "x/client-to-db spec.egress[0].to[0] ports[0]"]
+    text = explain_text(v)
+    assert "10.96.1.1 is a frontend of Service x/db" in text, text
+    assert "x/client-to-db spec.egress[0].to[0] ports[0] allows it" in text, text
+    for ip in ("10.96.1.2", "10.96.1.3"):
+        assert not verdict("x/client", ip, 5432, "TCP", state).egress.allowed, ip
+    assert not verdict("x/client", "10.96.1.1", 5433, "TCP", state).egress.allowed
+    assert not verdict("x/client", "10.96.1.1", 5432, "UDP", state).egress.allowed
+    # the same Service whose backends listen on another port is not allowed
+    moved = clusterip_cluster(db_backend_port=6432)
+    assert not verdict("x/client", "10.96.1.1", 5432, "TCP", moved).egress.allowed
 
-    objs = [pod("client", "10.0.1.1", app="client"), pod("db1", "10.0.2.1", app="db"),
-            pod("db2", "10.0.2.2", app="db"), pod("other", "10.0.3.1", app="other")]
-    policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-              "metadata": {"namespace": "x", "name": "client-to-db"},
-              "spec": {"podSelector": {"matchLabels": {"app": "client"}},
-                       "policyTypes": ["Egress"],
-                       "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "db"}}}],
-                                   "ports": [{"port": 5432, "protocol": "TCP"}]}]}}
-    nodes = [{"metadata": {"name": "n1"}, "status": {"addresses": [
-        {"type": "InternalIP", "address": "192.0.2.1"}]}}]
-    state = ClusterState.from_objects(nodes=nodes, pods=objs, policies=[policy])
 
-    def egress_allows(b: Backend) -> bool:
-        v = verdict("x/client", b.address, b.port, b.protocol, state)
-        return v.egress.allowed
-
-    svcs = [service("x", "db", "10.96.1.1", ("pg", 5432, "TCP")),
-            service("x", "mixed", "10.96.1.2", ("pg", 5432, "TCP")),
-            service("x", "empty", "10.96.1.3", ("pg", 5432, "TCP"))]
-    slices = [slice_("x", "db", "db-1", [("10.0.2.1", "db1", True), ("10.0.2.2", "db2", True)],
-                     ("pg", 5432, "TCP")),
-              slice_("x", "mixed", "m-1", [("10.0.2.1", "db1", True),
-                                           ("10.0.3.1", "other", True)], ("pg", 5432, "TCP")),
-              slice_("x", "empty", "e-1", [("10.0.2.1", "db1", False)], ("pg", 5432, "TCP"))]
-    allowed = allowed_frontends(ServiceIndex.from_objects(svcs, slices), egress_allows)
-    assert [(str(f.service), str(f.address), f.port) for f in allowed] == [
-        ("x/db", "10.96.1.1", 5432)]
-    # the same Service whose backend listens on another port is not allowed
-    slices[0]["ports"][0]["port"] = 6432
-    assert allowed_frontends(ServiceIndex.from_objects(svcs, slices), egress_allows) == []
+def test_sk8_clusterip_egress_compiles_to_the_frontend_address() -> None:
+    """The compiler gives x/client an exact entry for the db ClusterIP and its
+    service port, attributed to the rule that allows the backends; nothing for the
+    mixed and empty Services."""
+    state = clusterip_cluster()
+    registry = AttributionRegistry()
+    plan = compile_node(state, "n1", registry)
+    egress = plan.endpoints["x/client"].egress
+    assert egress.enforced
+    by_group = {c.group: str(c.network) for c in egress.cidrs if c.group}
+    frontend_rules = [
+        (by_group[r.peer], r.protocol, r.port_lo, r.port_hi, r.attribution)
+        for r in egress.rules
+        if r.peer in by_group
+    ]
+    assert [(net, proto, lo, hi) for net, proto, lo, hi, _ in frontend_rules] == [
+        ("10.96.1.1/32", 6, 5432, 5432)]
+    att = registry.lookup(frontend_rules[0][4])
+    assert att is not None and att.verdict == "allow"
+    assert [str(r) for r in att.rules] == ["x/client-to-db spec.egress[0]"]
+    assert not any("10.96.1.2" in n or "10.96.1.3" in n for n in by_group.values())
+    # a backend that moves to another port: the frontend is no longer compiled in
+    moved = compile_node(clusterip_cluster(db_backend_port=6432), "n1").endpoints
+    assert not any(c.group for c in moved["x/client"].egress.cidrs)

@@ -458,3 +458,53 @@ def test_sk8_label_change_new_identity_and_recompile(
     assert wait_until(src, lambda: plans[-1].identities.of_pod("x/a") == id_a)
     assert peers_of_b(plans[-1]) == {id_a}
     assert done.is_set()
+
+
+def test_sk8_endpointslice_change_recompiles_clusterip_egress(
+    server: FakeAPIServer, make_source: Any
+) -> None:
+    """x/a may reach pod=b on 80. The Service web (10.96.0.10:80) is compiled into
+    x/a's egress while its only backend is x/b; a backend x/a may not reach (y/a,
+    added to the EndpointSlice) takes it out again at the next revision."""
+    from collector.compiler.compile import NodePlan, compile_node
+
+    seed(server)
+    server.put("networkpolicies", {
+        "metadata": {"namespace": "x", "name": "a-to-b"},
+        "spec": {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"],
+                 "egress": [{"to": [{"podSelector": {"matchLabels": {"pod": "b"}}}],
+                             "ports": [{"port": 80, "protocol": "TCP"}]}]}})
+    server.put("services", {
+        "metadata": {"namespace": "x", "name": "web"},
+        "spec": {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
+                 "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}})
+
+    def web_slice(*backends: tuple[str, str, str]) -> dict[str, Any]:
+        return {
+            "metadata": {"namespace": "x", "name": "web-1",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": True},
+                           "targetRef": {"kind": "Pod", "namespace": ns, "name": name}}
+                          for ip, ns, name in backends],
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+        }
+
+    server.put("endpointslices", web_slice(("10.0.0.2", "x", "b")))
+    src = make_source(server)  # every kind: the collector's default
+    assert src.wait_synced(WAIT)
+
+    def frontend_nets(plan: NodePlan) -> set[str]:
+        egress = plan.endpoints["x/a"].egress
+        groups = {c.group: str(c.network) for c in egress.cidrs if c.group}
+        return {groups[r.peer] for r in egress.rules if r.peer in groups and r.port_lo == 80}
+
+    state = src.cluster_state()
+    assert [(fe.service, str(fe.address), fe.port) for fe in state.frontends.values()] == [
+        ("x/web", "10.96.0.10", 80)]
+    assert frontend_nets(compile_node(state, "n1")) == {"10.96.0.10/32"}
+
+    server.put("endpointslices", web_slice(("10.0.0.2", "x", "b"), ("10.0.1.1", "y", "a")))
+    assert wait_until(src, lambda: len(
+        next(iter(src.cluster_state().frontends.values())).backends) == 2)
+    assert frontend_nets(compile_node(src.cluster_state(), "n1")) == set()

@@ -6,6 +6,7 @@ model's verdict says."""
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import os
 import secrets
@@ -21,6 +22,7 @@ from collector.policy.verdict import verdict
 from datapath import Datapath
 from datapath.types import Direction, EndpointInfo
 from sensilla.lab import netns as N
+from tests.collector.policy.clusterip_data import clusterip_cluster
 from tests.collector.policy.packets import first_packet
 from tests.collector.policy.random_cluster import NODES, PROBES, clusters
 
@@ -121,3 +123,29 @@ def test_spo_loaded_programs_equal_model(bench: Bench, state: ClusterState, fami
                     f"egress={eg} ingress={ing}, model egress={model.egress.reason} "
                     f"ingress={model.ingress.reason}"
                 )
+
+
+def test_spo_clusterip_egress_on_loaded_programs(bench: Bench) -> None:
+    """Egress to a ClusterIP on the real programs: x/client may reach pod=db on
+    5432; the db Service (every backend a db pod) passes on its service port only;
+    the mixed Service (one backend x/client may not reach) and the empty one (no
+    ready backend) are dropped; the model says the same."""
+    state = clusterip_cluster()
+    slot = bench.install(state)
+    client = state.pods["x/client"]
+    saddr = client.ip(4)
+    assert saddr is not None
+    cases = [
+        ("10.96.1.1", 5432, "TCP", True),  # db Service
+        ("10.96.1.1", 5433, "TCP", False),  # not its service port
+        ("10.96.1.1", 5432, "UDP", False),
+        ("10.96.1.2", 5432, "TCP", False),  # mixed Service
+        ("10.96.1.3", 5432, "TCP", False),  # no ready backend
+        ("10.0.2.1", 5432, "TCP", True),  # a db pod directly
+        ("10.0.3.1", 5432, "TCP", False),  # the other pod directly
+    ]
+    for daddr, port, proto, want in cases:
+        model = verdict("x/client", daddr, port, proto, state)
+        pkt = first_packet(proto, saddr, ipaddress.ip_address(daddr), next(bench.sport), port)
+        got = bench.run(client.node, "from_pod", pkt, slot["x/client"]) == TC_ACT_OK
+        assert (got, model.egress.allowed) == (want, want), (daddr, port, proto)
