@@ -201,13 +201,21 @@ Target = tuple[object, ...]
 Entry = tuple[Target, int, int, int, RuleRef]  # target, protocol, lo, hi, ref
 
 
-class FrontendCache:
-    """Shared by the pods of one compile: backend address -> pod, and identity -> the
-    egress entries of the Service frontends it may reach (the verdict on a backend
-    depends on the source pod only through its namespace and labels)."""
+class CompileCache:
+    """Shared by the pods of one compile (one cluster snapshot and identity table).
 
-    def __init__(self, state: ClusterState) -> None:
-        self.by_identity: dict[int, list[Entry]] = {}
+    - identity -> one of its pods: pods with the same identity have the same labels,
+      namespace and namespace labels (collector.identity), so selectors are matched
+      once per identity, not once per pod;
+    - backend address -> pod, and identity -> the egress entries of the Service
+      frontends it may reach (the verdict on a backend depends on the source pod only
+      through its namespace and labels)."""
+
+    def __init__(self, state: ClusterState, ident: IdentityTable) -> None:
+        self.frontends_by_identity: dict[int, list[Entry]] = {}
+        self.representatives: dict[int, Pod] = {}
+        for key, n in sorted(ident.by_pod.items()):
+            self.representatives.setdefault(n, state.pods[key])
         self._pods: dict[IPAddress, Pod] = {}
         for pod in state.pods.values():
             if not pod.host_network:
@@ -217,21 +225,23 @@ class FrontendCache:
     def endpoint(self, addr: IPAddress) -> Pod | IPAddress:
         return self._pods.get(addr, addr)
 
-
-def _peer_identities(
-    peer: Peer, policy: NetworkPolicy, state: ClusterState, ident: IdentityTable
-) -> set[int]:
-    out = set()
-    for key, n in ident.by_pod.items():
-        pod = state.pods[key]
-        if peer.namespace_selector is None:
-            if pod.namespace != policy.namespace:
-                continue
-        elif not peer.namespace_selector.matches(state.namespace_labels(pod.namespace)):
-            continue
-        if peer.pod_selector is None or peer.pod_selector.matches(pod.labels):
-            out.add(n)
-    return out
+    def peer_identities(self, peer: Peer, policy: NetworkPolicy, state: ClusterState) -> set[int]:
+        out = set()
+        ns_match: dict[str, bool] = {}
+        for n, pod in self.representatives.items():
+            if peer.namespace_selector is None:
+                if pod.namespace != policy.namespace:
+                    continue
+            else:
+                ok = ns_match.get(pod.namespace)
+                if ok is None:
+                    ok = peer.namespace_selector.matches(state.namespace_labels(pod.namespace))
+                    ns_match[pod.namespace] = ok
+                if not ok:
+                    continue
+            if peer.pod_selector is None or peer.pod_selector.matches(pod.labels):
+                out.add(n)
+        return out
 
 
 def _numeric(spec: PortSpec) -> tuple[int, int, int]:
@@ -250,14 +260,14 @@ class _DirectionCompiler:
         state: ClusterState,
         ident: IdentityTable,
         registry: AttributionRegistry,
-        frontend_cache: FrontendCache | None = None,
+        cache: CompileCache | None = None,
     ) -> None:
         self.pod = pod
         self.direction = direction
         self.state = state
         self.ident = ident
         self.registry = registry
-        self.frontend_cache = frontend_cache
+        self.cache = cache if cache is not None else CompileCache(state, ident)
         self.entries: list[Entry] = []
 
     # Destination pods reachable through a target, for egress named ports.
@@ -319,7 +329,7 @@ class _DirectionCompiler:
                         atom = C.BlockAtom(peer.ip_block, (policy.key, self.direction, i, j))
                         peer_groups.append(([("atom", atom)], atom))
                     else:
-                        ids = _peer_identities(peer, policy, self.state, self.ident)
+                        ids = self.cache.peer_identities(peer, policy, self.state)
                         peer_groups.append(([("id", n) for n in sorted(ids)], None))
                 specs = rule.ports or (None,)
                 for targets, block in peer_groups:
@@ -350,11 +360,9 @@ class _DirectionCompiler:
     def _frontend_entries(self) -> list[Entry]:
         """Service frontends whose every ready backend this pod may reach: the
         frontend address and service port, by the rules that allow the backends."""
-        if self.frontend_cache is None:
-            self.frontend_cache = FrontendCache(self.state)
-        cache = self.frontend_cache
+        cache = self.cache
         identity = self.ident.by_pod.get(self.pod.key)
-        cached = cache.by_identity.get(identity) if identity is not None else None
+        cached = cache.frontends_by_identity.get(identity) if identity is not None else None
         if cached is not None:
             return cached
         out: list[Entry] = []
@@ -369,7 +377,7 @@ class _DirectionCompiler:
             for m in via.matches:
                 out.append((target, proto, fe.port, fe.port, RuleRef(m.policy, EGRESS, m.rule)))
         if identity is not None:
-            cache.by_identity[identity] = out
+            cache.frontends_by_identity[identity] = out
         return out
 
     def _finish(self) -> tuple[tuple[PolicyRule, ...], tuple[CidrEntry, ...]]:
@@ -421,13 +429,14 @@ def compile_endpoint(
     state: ClusterState,
     ident: IdentityTable,
     registry: AttributionRegistry,
-    frontend_cache: FrontendCache | None = None,
+    cache: CompileCache | None = None,
 ) -> tuple[EndpointPolicy, EndpointPolicy]:
-    """(ingress, egress) policies of one pod. `frontend_cache` shares the Service
-    frontend verdicts between the pods of one compile."""
+    """(ingress, egress) policies of one pod. `cache` shares selector matches and
+    Service frontend verdicts between the pods of one compile."""
     audit = state.audit(pod)
-    ingress = _DirectionCompiler(pod, INGRESS, state, ident, registry).compile(audit)
-    egress = _DirectionCompiler(pod, EGRESS, state, ident, registry, frontend_cache).compile(audit)
+    cache = cache if cache is not None else CompileCache(state, ident)
+    ingress = _DirectionCompiler(pod, INGRESS, state, ident, registry, cache).compile(audit)
+    egress = _DirectionCompiler(pod, EGRESS, state, ident, registry, cache).compile(audit)
     return ingress, egress
 
 
@@ -443,10 +452,10 @@ def compile_node(
     local = [k for k, p in state.pods.items() if p.node == node and k in ident.by_pod]
     ids = endpoint_ids(local, previous_ids)
     endpoints = {}
-    frontend_cache = FrontendCache(state)
+    cache = CompileCache(state, ident)
     for key in sorted(local):
         pod = state.pods[key]
-        ingress, egress = compile_endpoint(pod, state, ident, registry, frontend_cache)
+        ingress, egress = compile_endpoint(pod, state, ident, registry, cache)
         endpoints[key] = EndpointPlan(
             pod=key,
             endpoint_id=ids[key],
