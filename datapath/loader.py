@@ -179,14 +179,29 @@ def open_pins(d: Path) -> Pinned:
 
 
 def unpin_all(d: Path) -> None:
-    """Remove every pin of a node directory (the objects live on while in use)."""
-    if not d.exists():
-        return
-    for entry in d.iterdir():
-        with contextlib.suppress(FileNotFoundError):
-            entry.unlink()
-    with contextlib.suppress(FileNotFoundError, OSError):
-        d.rmdir()
+    """Remove every pin of a node directory (the objects live on while in use), then
+    the pin root above it if that left it empty: loading created both."""
+    if d.exists():
+        for entry in d.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+        with contextlib.suppress(FileNotFoundError, OSError):
+            d.rmdir()
+    # fails while another node's pins are there (ENOTEMPTY) or on a mount point
+    with contextlib.suppress(OSError):
+        d.parent.rmdir()
+
+
+def _make_pin_dir(d: Path) -> None:
+    """mkdir -p that tolerates another node's unload removing the (empty) pin root
+    between creating it and creating `d` in it."""
+    for _ in range(3):
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            return
+        except FileNotFoundError:
+            continue
+    d.mkdir(parents=True, exist_ok=True)
 
 
 def _pins_complete(d: Path) -> bool:
@@ -202,7 +217,7 @@ def compile_and_pin(d: Path, digest: bytes) -> None:
         cflags=[f"-I{bpf_sources.SOURCE_DIR}", *CFLAGS],
     )
     try:
-        d.mkdir(parents=True, exist_ok=True)
+        _make_pin_dir(d)
         for name in _pin_names():
             with contextlib.suppress(FileNotFoundError):
                 (d / name).unlink()

@@ -24,6 +24,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_pins_left_behind() -> Iterator[None]:
+    """A run leaves bpffs as it found it: every datapath, lab and demo removes its
+    pins, and the last one the pin root (an empty /sys/fs/bpf/sensilla was left
+    once)."""
+    from datapath.loader import DEFAULT_PIN_ROOT
+
+    existed = DEFAULT_PIN_ROOT.exists()
+    yield
+    if os.geteuid() == 0 and not existed and DEFAULT_PIN_ROOT.exists():
+        left = sorted(str(p) for p in DEFAULT_PIN_ROOT.rglob("*"))
+        pytest.fail(f"the run left {DEFAULT_PIN_ROOT} behind: {left or 'empty'}")
+
+
 @pytest.fixture(scope="session")
 def bare_lab() -> Iterator[Any]:
     """A lab with pod servers only (no collectors, no relay), shared by a session.

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from datapath.loader import DEFAULT_PIN_ROOT, unpin_all
 from sensilla.lab import components, processes, topology
 from sensilla.lab import netns as N
 from sensilla.lab.layout import DEFAULT_LAB, MAX_SLOTS, LabLayout, build_layout, check_lab_name
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 RUN_ROOT = Path("/run/sensilla")
 LABS_DIR = RUN_ROOT / "labs"
 SLOTS_DIR = RUN_ROOT / "slots"
-BPF_ROOT = Path("/sys/fs/bpf/sensilla")
+BPF_ROOT = DEFAULT_PIN_ROOT  # where the lab's collectors pin (their default)
 
 
 class LabError(Exception):
@@ -324,9 +325,8 @@ def down(name: str = DEFAULT_LAB) -> list[str]:
     if lab.dir.exists():
         processes.stop_all(lab.dir)
     for node in nodes | {n for n in netns_names if not n.startswith(f"{name}-pod-")}:
-        pins = BPF_ROOT / node
-        if pins.exists() and node.startswith(f"{name}-"):
-            shutil.rmtree(pins, ignore_errors=True)
+        if node.startswith(f"{name}-"):
+            unpin_all(BPF_ROOT / node)  # and the root, once no lab has pins left
     leftovers = topology.destroy(sorted(netns_names), sorted(root_links))
     if lab.dir.exists():
         shutil.rmtree(lab.dir, ignore_errors=True)
