@@ -195,13 +195,13 @@ def unpin_all(d: Path) -> None:
 def _make_pin_dir(d: Path) -> None:
     """mkdir -p that tolerates another node's unload removing the (empty) pin root
     between creating it and creating `d` in it."""
-    for _ in range(3):
+    for attempt in range(3):
         try:
             d.mkdir(parents=True, exist_ok=True)
             return
         except FileNotFoundError:
-            continue
-    d.mkdir(parents=True, exist_ok=True)
+            if attempt == 2:
+                raise
 
 
 def _pins_complete(d: Path) -> bool:

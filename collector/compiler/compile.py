@@ -260,14 +260,14 @@ class _DirectionCompiler:
         state: ClusterState,
         ident: IdentityTable,
         registry: AttributionRegistry,
-        cache: CompileCache | None = None,
+        cache: CompileCache,
     ) -> None:
         self.pod = pod
         self.direction = direction
         self.state = state
         self.ident = ident
         self.registry = registry
-        self.cache = cache if cache is not None else CompileCache(state, ident)
+        self.cache = cache
         self.entries: list[Entry] = []
 
     # Destination pods reachable through a target, for egress named ports.
